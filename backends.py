@@ -1,0 +1,70 @@
+"""Inference runtimes behind one small protocol: arrays in, L2-normalized float32 vectors out.
+
+The encoder prepares `input_ids`/`attention_mask` and `pixel_values` as numpy arrays and does not care
+which runtime turns them into vectors.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import CLIPModel
+
+
+class Backend(Protocol):
+    name: str
+
+    def encode_text(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray: ...
+
+    def encode_image(self, pixel_values: np.ndarray) -> np.ndarray: ...
+
+
+class TextTower(nn.Module):
+    """CLIP's text transformer + projection + L2 normalization, as one module (also what gets exported)."""
+
+    def __init__(self, model: CLIPModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        features = self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+        return nn.functional.normalize(features.float(), dim=-1)
+
+
+class ImageTower(nn.Module):
+    """CLIP's vision transformer + projection + L2 normalization."""
+
+    def __init__(self, model: CLIPModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        features = self.model.get_image_features(pixel_values=pixel_values).pooler_output
+        return nn.functional.normalize(features.float(), dim=-1)
+
+
+class TorchBackend:
+    """Eager PyTorch on CPU or CUDA, fp32."""
+
+    name = "torch"
+
+    def __init__(self, model: CLIPModel, device: str) -> None:
+        self.device = torch.device(device)
+        model = model.to(self.device).eval()
+        self._text = TextTower(model)
+        self._image = ImageTower(model)
+        self._dtype = next(model.parameters()).dtype
+
+    def encode_text(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            ids = torch.from_numpy(input_ids).to(self.device)
+            mask = torch.from_numpy(attention_mask).to(self.device)
+            return self._text(ids, mask).cpu().numpy()
+
+    def encode_image(self, pixel_values: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            pixels = torch.from_numpy(pixel_values).to(self.device, self._dtype)
+            return self._image(pixels).cpu().numpy()

@@ -1,0 +1,21 @@
+"""Typed errors of the encoding domain. They know nothing of HTTP: the service maps them to status codes."""
+
+
+class EncoderError(Exception):
+    """Base class for everything the encoder raises on purpose."""
+
+
+class ModelLoadError(EncoderError):
+    """The model could not be found or loaded; start-up must stop with this message."""
+
+
+class InvalidImageError(EncoderError):
+    """The bytes given are not an image we can decode (or are too large to decode safely)."""
+
+
+class InvalidTextError(EncoderError):
+    """A text input is unusable: not a string, or empty once whitespace is stripped."""
+
+
+class ModelNotReadyError(EncoderError):
+    """The model is not loaded and warmed up yet, or no longer."""

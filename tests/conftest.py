@@ -1,0 +1,24 @@
+import os
+from pathlib import Path
+
+# Before transformers/huggingface_hub are imported: they read these once, at import time.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+import pytest
+
+from tiny_clip import build_tiny_clip  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return build_tiny_clip(tmp_path_factory.mktemp("models") / "tiny-clip")
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_model_dir):
+    from clip_encoder import ClipEncoder
+    from config import Settings
+
+    return ClipEncoder.load(Settings(model=str(tiny_model_dir), device="cpu", batch_size=4))

@@ -1,0 +1,83 @@
+"""Deployment files are code: the unit verifies, the example env file is valid, the README lists every setting."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from gunicorn.config import Config
+
+from config import ENV_VARS, Settings
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = PROJECT_ROOT / "deploy"
+UNIT = DEPLOY / "clip-vectorize.service"
+ENV_EXAMPLE = DEPLOY / "clip-vectorize.env.example"
+GUNICORN_VARS = ["CLIP_SERVICE_HOST", "CLIP_SERVICE_PORT", "CLIP_WORKERS", "CLIP_THREADS", "CLIP_TIMEOUT", "CLIP_LOG_LEVEL"]
+
+
+def env_file_values(path: Path) -> dict[str, str]:
+    lines = [line.strip() for line in path.read_text().splitlines()]
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def unit_settings() -> dict[str, list[str]]:
+    settings: dict[str, list[str]] = {}
+    for line in UNIT.read_text().splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, value = line.split("=", 1)
+            settings.setdefault(key, []).append(value)
+    return settings
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed (tests/run.sh installs it as root)")
+def test_systemd_unit_passes_systemd_analyze_verify(tmp_path):
+    # The unit names /opt/clip-vectorize; verify it against this checkout and the virtualenv running the tests.
+    text = UNIT.read_text().replace("/opt/clip-vectorize/.venv", sys.prefix).replace("/opt/clip-vectorize", str(PROJECT_ROOT))
+    rendered = tmp_path / "clip-vectorize.service"
+    rendered.write_text(text)
+    result = subprocess.run(["systemd-analyze", "verify", str(rendered)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "clip-vectorize.service" not in result.stderr, result.stderr
+
+
+def test_systemd_unit_runs_gunicorn_unprivileged_hardened_and_restarting():
+    unit = unit_settings()
+    assert unit["ExecStart"] == ["/opt/clip-vectorize/.venv/bin/gunicorn --config /opt/clip-vectorize/deploy/gunicorn.conf.py"]
+    assert unit["DynamicUser"] == ["yes"] and "User" not in unit
+    assert unit["Restart"] == ["always"] and unit["EnvironmentFile"] == ["/etc/clip-vectorize/clip-vectorize.env"]
+    for directive in ("NoNewPrivileges", "ProtectSystem", "PrivateTmp", "ProtectHome", "RestrictAddressFamilies"):
+        assert directive in unit, directive
+    assert "MemoryDenyWriteExecute" not in unit and "PrivateDevices" not in unit
+
+
+def test_start_script_ends_in_the_command_systemd_runs():
+    last_line = (PROJECT_ROOT / "start_clip_service.sh").read_text().strip().splitlines()[-1]
+    assert last_line == 'exec "$venv/bin/gunicorn" --config deploy/gunicorn.conf.py'
+
+
+def test_example_env_file_is_valid_and_names_every_setting():
+    values = env_file_values(ENV_EXAMPLE)
+    Settings.from_env(values)  # raises on any bad value
+    assert set(ENV_VARS.values()) - {"CLIP_REFERENCE_PROJECT"} <= set(values)
+    assert set(GUNICORN_VARS) <= set(values)
+    assert values["CLIP_SERVICE_HOST"] == "127.0.0.1"
+
+
+def test_readme_documents_every_environment_variable():
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", readme, flags=re.MULTILINE))
+    assert set(ENV_VARS.values()) | set(GUNICORN_VARS) <= documented
+
+
+def test_gunicorn_config_loads_and_binds_host_and_port(monkeypatch):
+    monkeypatch.setenv("CLIP_SERVICE_HOST", "::1")
+    monkeypatch.setenv("CLIP_SERVICE_PORT", "6001")
+    namespace: dict = {"__file__": str(DEPLOY / "gunicorn.conf.py")}
+    exec((DEPLOY / "gunicorn.conf.py").read_text(), namespace)
+    config = Config()
+    for key in ("bind", "workers", "threads", "timeout", "wsgi_app", "worker_class"):
+        config.set(key, namespace[key])
+    assert config.bind == ["[::1]:6001"] and config.workers == 1 and config.wsgi_app.startswith("clip_vectorize_service:")

@@ -1,0 +1,169 @@
+"""The encoder against a real (tiny) CLIP checkpoint loaded through the real loading code."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import CLIPModel, CLIPProcessor
+
+from clip_encoder import ClipEncoder, pick_device, resolve_model_source
+from config import DEFAULT_MODEL, Settings
+from errors import InvalidImageError, ModelLoadError
+from sample_images import encode_image_bytes, photo_like
+from tiny_clip import CONTEXT_LENGTH, PROJECTION_DIM
+
+TEXTS = ["红色的宝马SUV", "a red car", "hello", "a photo of a blue sports car at night", "🚗 SUV rouge", "x"]
+LONG_TEXT = "a very long description of a car " * 40
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model_dir):
+    """What transformers itself gives: CLIPModel features with CLIPProcessor preprocessing, L2-normalized."""
+    model = CLIPModel.from_pretrained(tiny_model_dir).eval()
+    processor = CLIPProcessor.from_pretrained(tiny_model_dir)
+
+    def texts(items):
+        inputs = processor(text=items, return_tensors="pt", padding=True, truncation=True, max_length=CONTEXT_LENGTH)
+        with torch.no_grad():
+            features = model.get_text_features(**inputs).pooler_output
+        return torch.nn.functional.normalize(features, dim=-1).numpy()
+
+    def images(items):
+        inputs = processor(images=items, return_tensors="pt")
+        with torch.no_grad():
+            features = model.get_image_features(**inputs).pooler_output
+        return torch.nn.functional.normalize(features, dim=-1).numpy()
+
+    return texts, images
+
+
+def rowwise_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_text_vectors_match_transformers_reference(tiny_encoder, reference):
+    ours = tiny_encoder.encode_texts(TEXTS + [LONG_TEXT]).vectors
+    assert rowwise_cosine(ours, reference[0](TEXTS + [LONG_TEXT])).min() >= 0.9999
+
+
+def test_image_vectors_match_transformers_reference(tiny_encoder, reference):
+    images = [photo_like(320, 240, seed=1), photo_like(200, 500, seed=2), photo_like(33, 33, seed=3)]
+    ours = tiny_encoder.encode_images([encode_image_bytes(image, "PNG") for image in images]).vectors
+    assert rowwise_cosine(np.stack(ours), reference[1](images)).min() >= 0.9999
+
+
+def test_vectors_are_unit_length_float32_of_the_configured_dimension(tiny_encoder):
+    vectors = tiny_encoder.encode_texts(TEXTS).vectors
+    assert vectors.dtype == np.float32
+    assert vectors.shape == (len(TEXTS), PROJECTION_DIM) == (len(TEXTS), tiny_encoder.dimension)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_a_text_encodes_the_same_alone_and_in_a_padded_batch(tiny_encoder):
+    alone = tiny_encoder.encode_texts(["hello"]).vectors[0]
+    in_batch = tiny_encoder.encode_texts([LONG_TEXT, "hello", "x"]).vectors[1]
+    assert float(alone @ in_batch) >= 0.99999
+
+
+def test_batches_larger_than_batch_size_are_split_and_keep_input_order(tiny_encoder):
+    texts = [f"car number {n}" for n in range(11)]  # batch_size is 4: three forward passes
+    together = tiny_encoder.encode_texts(texts).vectors
+    one_by_one = np.concatenate([tiny_encoder.encode_texts([text]).vectors for text in texts])
+    assert rowwise_cosine(together, one_by_one).min() >= 0.99999
+
+
+def test_text_longer_than_77_tokens_is_truncated_and_flagged(tiny_encoder):
+    result = tiny_encoder.encode_texts([LONG_TEXT, "short"])
+    assert result.truncated == [True, False]
+    input_ids, _, _ = tiny_encoder.tokenize([LONG_TEXT])
+    assert input_ids.shape[1] == CONTEXT_LENGTH
+    assert input_ids[0, -1] == tiny_encoder.tokenizer.eos_token_id
+
+
+def test_one_undecodable_image_does_not_fail_the_others(tiny_encoder):
+    good = encode_image_bytes(photo_like(seed=4))
+    result = tiny_encoder.encode_images([good, b"not an image", good])
+    assert result.vectors[1] is None and set(result.errors) == {1}
+    assert float(result.vectors[0] @ result.vectors[2]) >= 0.99999
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "empty"),
+        (b"\x00" * 100, "not an image"),
+        (encode_image_bytes(photo_like(seed=5))[:300], "truncated or corrupt"),
+    ],
+    ids=["zero-bytes", "random-bytes", "truncated-jpeg"],
+)
+def test_bad_image_bytes_are_reported_with_a_reason(tiny_encoder, data, message):
+    assert message in tiny_encoder.encode_images([data]).errors[0]
+
+
+def test_an_image_over_the_pixel_limit_is_refused_before_decoding(tiny_model_dir):
+    encoder = ClipEncoder.load(Settings(model=str(tiny_model_dir), device="cpu", max_image_pixels=10_000))
+    errors = encoder.encode_images([encode_image_bytes(photo_like(200, 100), "PNG")]).errors
+    assert "CLIP_MAX_IMAGE_PIXELS" in errors[0]
+
+
+def test_exif_orientation_is_applied_before_encoding(tiny_encoder):
+    upright = photo_like(300, 200, seed=6)
+    stored_sideways = upright.transpose(Image.Transpose.ROTATE_90)  # stored turned left; orientation 6 says "turn right to view"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    tagged = encode_image_bytes(stored_sideways, "PNG", exif=exif)
+    vectors = tiny_encoder.encode_images([encode_image_bytes(upright, "PNG"), tagged]).vectors
+    assert float(vectors[0] @ vectors[1]) >= 0.9999
+
+
+def test_loading_logs_one_line_naming_model_device_and_dimension(tiny_model_dir, caplog):
+    with caplog.at_level(logging.INFO, logger="clip_encoder"):
+        encoder = ClipEncoder.load(Settings(model=str(tiny_model_dir), device="cpu"))
+    assert encoder.ready
+    line = next(record.getMessage() for record in caplog.records if "loaded" in record.getMessage())
+    assert str(tiny_model_dir) in line and "cpu" in line and f"dimension {PROJECTION_DIM}" in line
+
+
+@pytest.mark.parametrize(
+    "model, expected",
+    [
+        ("/nonexistent/clip-model", "is not an existing directory"),
+        ("no-such-org/no-such-clip-model", "Hugging Face hub id"),
+    ],
+)
+def test_a_model_that_cannot_be_loaded_fails_with_one_line_naming_clip_model(model, expected):
+    with pytest.raises(ModelLoadError) as caught:
+        ClipEncoder.load(Settings(model=model, device="cpu"))
+    message = str(caught.value)
+    assert f"CLIP_MODEL={model!r}" in message and expected in message and "Fix:" in message
+    assert "\n" not in message
+
+
+def test_a_directory_without_weights_fails_with_a_clear_error(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match="tried the local directory"):
+        ClipEncoder.load(Settings(model=str(tmp_path), device="cpu"))
+
+
+def test_asking_for_cuda_without_a_gpu_is_an_error_not_a_cpu_fallback(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ModelLoadError, match="DEVICE=cuda"):
+        pick_device("cuda")
+    assert pick_device("auto") == "cpu"
+
+
+def test_reference_project_model_dir_is_used_when_clip_model_is_unset(tmp_path):
+    (tmp_path / "clip-vit-base-patch32").mkdir()
+    settings = Settings(reference_project=str(tmp_path))
+    assert resolve_model_source(settings) == str(tmp_path / "clip-vit-base-patch32")
+    assert resolve_model_source(Settings(reference_project=str(tmp_path / "missing"))) == DEFAULT_MODEL
+    assert resolve_model_source(Settings(model="my/model", reference_project=str(tmp_path))) == "my/model"
+
+
+def test_bad_image_input_to_the_single_image_path_raises_a_typed_error():
+    from image_io import decode_base64_image
+
+    with pytest.raises(InvalidImageError, match="base64"):
+        decode_base64_image("this is not base64!")
