@@ -6,9 +6,11 @@ which runtime turns them into vectors.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import onnxruntime
 import torch
 from torch import nn
 from transformers import CLIPModel
@@ -47,13 +49,15 @@ class ImageTower(nn.Module):
 
 
 class TorchBackend:
-    """Eager PyTorch on CPU or CUDA, fp32."""
+    """Eager PyTorch on CPU or CUDA; fp32, or fp16 on CUDA. Vectors come back float32 either way."""
 
     name = "torch"
 
-    def __init__(self, model: CLIPModel, device: str) -> None:
+    def __init__(self, model: CLIPModel, device: str, dtype: torch.dtype = torch.float32, threads: int = 0) -> None:
         self.device = torch.device(device)
-        model = model.to(self.device).eval()
+        if threads:
+            torch.set_num_threads(threads)
+        model = model.to(self.device, dtype).eval()
         self._text = TextTower(model)
         self._image = ImageTower(model)
         self._dtype = next(model.parameters()).dtype
@@ -68,3 +72,22 @@ class TorchBackend:
         with torch.inference_mode():
             pixels = torch.from_numpy(pixel_values).to(self.device, self._dtype)
             return self._image(pixels).cpu().numpy()
+
+
+class OnnxBackend:
+    """ONNX Runtime on CPU, running the towers exported by onnx_export (projection and normalization included)."""
+
+    name = "onnx"
+
+    def __init__(self, towers_dir: Path, threads: int = 0) -> None:
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads  # 0: one per core
+        options.inter_op_num_threads = 1
+        self._text = onnxruntime.InferenceSession(str(towers_dir / "text.onnx"), options, providers=["CPUExecutionProvider"])
+        self._image = onnxruntime.InferenceSession(str(towers_dir / "image.onnx"), options, providers=["CPUExecutionProvider"])
+
+    def encode_text(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        return self._text.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+
+    def encode_image(self, pixel_values: np.ndarray) -> np.ndarray:
+        return self._image.run(None, {"pixel_values": pixel_values})[0]

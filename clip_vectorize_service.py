@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException
 
 from clip_encoder import ClipEncoder
 from config import Settings
-from errors import EncoderError, InvalidImageError, ModelLoadError, ModelNotReadyError
+from errors import EncoderError, InvalidImageError, ModelLoadError, ModelNotReadyError, OverloadedError
 from image_io import decode_base64_image
 
 logger = logging.getLogger(__name__)
@@ -228,6 +228,10 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ModelNotReadyError)
     def _not_ready(exc: ModelNotReadyError):
         return error_response(503, "model_not_ready", str(exc), {"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+    @app.errorhandler(OverloadedError)
+    def _overloaded(exc: OverloadedError):
+        return error_response(503, "overloaded", f"the service is busy, retry shortly: {exc}", {"Retry-After": "1"})
 
     @app.errorhandler(EncoderError)
     def _encoder_error(exc: EncoderError):

@@ -19,3 +19,7 @@ class InvalidTextError(EncoderError):
 
 class ModelNotReadyError(EncoderError):
     """The model is not loaded and warmed up yet, or no longer."""
+
+
+class OverloadedError(EncoderError):
+    """More work is queued than the configured bound: the caller should retry later."""

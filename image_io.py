@@ -27,8 +27,12 @@ def decode_base64_image(value: object) -> bytes:
         raise InvalidImageError("image is not valid base64") from None
 
 
-def load_rgb_image(data: bytes, max_pixels: int) -> Image.Image:
-    """Decode `data` into an upright RGB image, refusing anything over `max_pixels` before decoding it."""
+def load_rgb_image(data: bytes, max_pixels: int, draft_size: int | None = None) -> Image.Image:
+    """Decode `data` into an upright RGB image, refusing anything over `max_pixels` before decoding it.
+
+    With `draft_size`, a JPEG is decoded at the smallest 1/2, 1/4 or 1/8 scale whose sides stay at least
+    `draft_size` (the DCT does the downscaling): several times faster for camera photos.
+    """
     if not data:
         raise InvalidImageError("image is empty (0 bytes)")
     try:
@@ -36,6 +40,8 @@ def load_rgb_image(data: bytes, max_pixels: int) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             _check_pixels(image, max_pixels)
+            if draft_size and image.format == "JPEG":
+                image.draft("RGB", (draft_size, draft_size))
             image.seek(0)  # animated images: the first frame
             image = ImageOps.exif_transpose(image)
             return image.convert("RGB")

@@ -21,10 +21,11 @@ bind = [f"[{_host}]:{_port}" if ":" in _host else f"{_host}:{_port}"]
 # only with ~1 GB of RAM free per extra worker.
 workers = int(os.environ.get("CLIP_WORKERS") or 1)
 
-# Threads let one worker hold several requests at once: /health answers while an image is being encoded,
-# and JSON parsing and image decoding overlap with the forward pass (torch releases the GIL while it runs).
+# Threads let one worker hold many requests at once, so concurrent requests can share one batched forward
+# pass (a request thread mostly waits for the batcher), and /health answers while an image is being encoded;
+# JSON parsing and image decoding overlap with the forward pass (the runtimes release the GIL).
 worker_class = "gthread"
-threads = int(os.environ.get("CLIP_THREADS") or 8)
+threads = int(os.environ.get("CLIP_THREADS") or 32)
 
 # A worker loads and warms up the model before answering; on a slow CPU that takes 1-2 minutes, and gunicorn
 # kills a worker that stays silent longer than `timeout`. With gthread a long request does not count as silence.

@@ -21,4 +21,4 @@ def tiny_encoder(tiny_model_dir):
     from clip_encoder import ClipEncoder
     from config import Settings
 
-    return ClipEncoder.load(Settings(model=str(tiny_model_dir), device="cpu", batch_size=4))
+    return ClipEncoder.load(Settings(model=str(tiny_model_dir), device="cpu", batch_size=4, cache_dir=str(tiny_model_dir.parent / "cache")))

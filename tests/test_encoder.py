@@ -8,9 +8,10 @@ import torch
 from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
 
-from clip_encoder import ClipEncoder, pick_device, resolve_model_source
+from clip_encoder import ClipEncoder
 from config import DEFAULT_MODEL, Settings
 from errors import InvalidImageError, ModelLoadError
+from model_loading import pick_device, resolve_model_source
 from sample_images import encode_image_bytes, photo_like
 from tiny_clip import CONTEXT_LENGTH, PROJECTION_DIM
 
@@ -77,9 +78,8 @@ def test_batches_larger_than_batch_size_are_split_and_keep_input_order(tiny_enco
 def test_text_longer_than_77_tokens_is_truncated_and_flagged(tiny_encoder):
     result = tiny_encoder.encode_texts([LONG_TEXT, "short"])
     assert result.truncated == [True, False]
-    input_ids, _, _ = tiny_encoder.tokenize([LONG_TEXT])
-    assert input_ids.shape[1] == CONTEXT_LENGTH
-    assert input_ids[0, -1] == tiny_encoder.tokenizer.eos_token_id
+    (tokens,), _ = tiny_encoder.tokenize([LONG_TEXT])
+    assert len(tokens) == CONTEXT_LENGTH and tokens[-1] == tiny_encoder.tokenizer.eos_token_id
 
 
 def test_one_undecodable_image_does_not_fail_the_others(tiny_encoder):

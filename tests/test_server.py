@@ -26,7 +26,8 @@ def free_port() -> int:
 def service_env(model_dir, port: int, **extra: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("CLIP_", "PYTEST"))}
     env.update({"CLIP_MODEL": str(model_dir), "CLIP_SERVICE_HOST": "127.0.0.1", "CLIP_SERVICE_PORT": str(port),
-                "DEVICE": "cpu", "CLIP_THREADS": "4", "HF_HUB_OFFLINE": "1", **extra})
+                "DEVICE": "cpu", "CLIP_THREADS": "4", "HF_HUB_OFFLINE": "1",
+                "CLIP_CACHE_DIR": str(Path(model_dir).parent / "cache"), **extra})
     return env
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
 
-IMAGE_SIZE = 32
+IMAGE_SIZE = 224  # the real input size, so preprocessing runs at true scale; patches of 32 keep it cheap
 PROJECTION_DIM = 24
 CONTEXT_LENGTH = 77
 MERGES = [("h", "e"), ("l", "l"), ("c", "a"), ("ca", "r</w>"), ("r", "e"), ("re", "d</w>")]
@@ -43,7 +43,7 @@ def build_tiny_clip(directory: Path, seed: int = 0) -> Path:
         },
         vision_config={
             "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-            "image_size": IMAGE_SIZE, "patch_size": 8,
+            "image_size": IMAGE_SIZE, "patch_size": 32,
         },
         projection_dim=PROJECTION_DIM,
     )

@@ -1,0 +1,96 @@
+"""Dynamic batching: requests from many threads are coalesced into one forward pass on one thread.
+
+One worker thread owns the runtime session, so inference never runs twice at once and each pass uses
+every core. The first item of a batch waits at most `max_wait` for others to join; the queue of waiting
+items is bounded, and a request that would overflow it is refused at once rather than left to wait.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Generic, TypeVar
+
+from errors import OverloadedError
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class MicroBatcher(Generic[Item, Result]):
+    def __init__(
+        self,
+        run_batch: Callable[[list[Item]], Sequence[Result]],
+        *,
+        max_batch: int,
+        max_wait: float,
+        max_queue: int,
+        name: str,
+    ) -> None:
+        self._run_batch = run_batch
+        self._max_batch = max_batch
+        self._max_wait = max_wait
+        self._max_queue = max_queue
+        self._pending: deque[tuple[Item, Future]] = deque()
+        self._ready = threading.Condition()
+        self._closed = False
+        self.batch_sizes: deque[int] = deque(maxlen=1000)  # recent batch sizes, for metrics and tests
+        self._thread = threading.Thread(target=self._serve, name=f"batcher-{name}", daemon=True)
+        self._thread.start()
+
+    @property
+    def depth(self) -> int:
+        return len(self._pending)
+
+    def submit(self, items: Sequence[Item]) -> list[Future]:
+        """Queue `items`; each future resolves to its item's result, or raises what the batch raised."""
+        futures = [Future() for _ in items]
+        with self._ready:
+            if self._closed:
+                raise OverloadedError("the encoder is shutting down")
+            if len(self._pending) + len(items) > self._max_queue:
+                raise OverloadedError(f"{len(self._pending)} items are waiting for the model (CLIP_QUEUE_SIZE={self._max_queue})")
+            self._pending.extend(zip(items, futures))
+            self._ready.notify()
+        return futures
+
+    def run(self, items: Sequence[Item], timeout: float | None = None) -> list[Result]:
+        return [future.result(timeout) for future in self.submit(items)]
+
+    def close(self) -> None:
+        """Finish what is queued, then stop the worker thread."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify()
+        self._thread.join()
+
+    def _serve(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            items = [item for item, _ in batch]
+            try:
+                results = self._run_batch(items)
+            except BaseException as exc:  # hand the failure to every caller; the thread lives on
+                for _, future in batch:
+                    future.set_exception(exc)
+                continue
+            for (_, future), result in zip(batch, results):
+                future.set_result(result)
+
+    def _next_batch(self) -> list[tuple[Item, Future]] | None:
+        with self._ready:
+            while not self._pending:
+                if self._closed:
+                    return None
+                self._ready.wait()
+            deadline = time.monotonic() + self._max_wait
+            while len(self._pending) < self._max_batch and not self._closed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._ready.wait(remaining)
+            size = min(self._max_batch, len(self._pending))
+            self.batch_sizes.append(size)
+            return [self._pending.popleft() for _ in range(size)]

@@ -1,0 +1,1 @@
+"""Benchmark of clip-vectorize against a naive Flask + transformers service (not a test; see bench/README.md)."""

@@ -1,0 +1,128 @@
+"""Benchmark clip-vectorize against a naive Flask + transformers service: `python bench/run_bench.py`.
+
+One run, servers one at a time (a small machine has no cores to spare): the naive service through every
+scenario, then ours, then ours started again to time a restart, then the encoder's towers without HTTP.
+Prints a table and writes the same figures to bench/results/bench-<UTC time>.json. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: make the `bench` package importable
+
+from bench import report, servers  # noqa: E402
+from bench.model import CACHE_DIR, REPO_ROOT, ModelUnavailable, model_dir, vector_dimension  # noqa: E402
+from bench.workload import SCENARIOS  # noqa: E402
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+JPEG = CACHE_DIR / "photo-4000x3000-q90.jpg"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=15.0, help="measured seconds per scenario (default 15)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each scenario")
+    parser.add_argument("--only", help=f"comma-separated scenarios out of {','.join(SCENARIOS)}")
+    parser.add_argument("--skip-naive", action="store_true", help="only our service (no comparison)")
+    args = parser.parse_args(argv)
+    args.scenarios = args.only.split(",") if args.only else list(SCENARIOS)
+    unknown = set(args.scenarios) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; choose from {', '.join(SCENARIOS)}")
+    return args
+
+
+def progress(message: str) -> None:
+    """Progress goes to stderr, so stdout holds only the report."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def run_module(module: str, *args: str, timeout: float) -> dict:
+    """`python -m bench.<module> ...` in its own process; its last stdout line is a JSON object."""
+    done = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-8:])
+        return {"error": f"{module} exited with {done.returncode}:\n{tail}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_scenario(server: servers.Server, name: str, args: argparse.Namespace, dimension: int) -> dict:
+    progress(f"{server.name}: {name} ({args.warmup:g} s warm-up + {args.seconds:g} s)")
+    figures = run_module("bench.load", "--port", str(server.port), "--scenario", name, "--seconds", str(args.seconds),
+                         "--warmup", str(args.warmup), "--dimension", str(dimension), "--jpeg", str(JPEG),
+                         timeout=args.warmup + args.seconds + 600)
+    if "items_per_s" in figures:
+        progress(f"  {figures['items_per_s']:.1f} {figures['unit']}/s, p50 {figures['p50_ms'] or 0:.0f} ms")
+    return figures
+
+
+def bench_server(name: str, model: Path, args: argparse.Namespace, dimension: int, stamp: str) -> dict:
+    """Start one server, wait for /health, run every scenario against it, note its peak RSS, stop it."""
+    progress(f"{name}: starting")
+    server = servers.start(name, model, RESULTS_DIR / f"{stamp}-{name}.log")
+    result: dict = {"log": str(server.log_path)}
+    try:
+        result["start_to_ready_s"] = servers.wait_ready(server)
+        result["scenarios"] = {scenario: run_scenario(server, scenario, args, dimension) for scenario in args.scenarios}
+        result["peak_rss"] = servers.peak_rss_mib(server)
+    except servers.ServerFailed as exc:
+        result["error"] = str(exc)
+        progress(f"{name} failed: {exc}")
+    finally:
+        servers.stop(server)
+    return result
+
+
+def restart_to_ready(model: Path, stamp: str) -> dict:
+    """Our service started a second time: seconds until /health is 200, with whatever the first start cached."""
+    progress("ours: restart to ready")
+    server = servers.start("ours", model, RESULTS_DIR / f"{stamp}-ours-restart.log")
+    try:
+        return {"restart_to_ready_s": servers.wait_ready(server)}
+    except servers.ServerFailed as exc:
+        return {"error": str(exc)}
+    finally:
+        servers.stop(server)
+
+
+def main() -> None:
+    args = parse_args()
+    try:
+        model = model_dir()
+    except ModelUnavailable as exc:
+        sys.exit(f"bench: {exc}")
+    from bench.photo import ensure_photo  # numpy + Pillow: the upload scenario and the preprocessing figures
+
+    ensure_photo(JPEG)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    # A fresh ONNX cache unless one is named: the first start then includes the export, the restart reuses it.
+    os.environ.setdefault("CLIP_CACHE_DIR", tempfile.mkdtemp(prefix="clip-bench-cache-"))
+    dimension = vector_dimension(model)
+    results: dict = {
+        "timestamp_utc": stamp, "model": str(model), "seconds": args.seconds, "warmup": args.warmup,
+        "scenarios": args.scenarios, "jpeg_bytes": JPEG.stat().st_size if JPEG.is_file() else None,
+        "clip_env": {k: v for k, v in os.environ.items() if k.startswith("CLIP_")}, "machine": report.machine_info(),
+    }
+    if not args.skip_naive:
+        results["naive"] = bench_server("naive", model, args, dimension, stamp)
+    results["ours"] = bench_server("ours", model, args, dimension, stamp)
+    results["restart"] = restart_to_ready(model, stamp)
+    progress("towers without HTTP (no server running)")
+    results["tower"] = run_module("bench.tower", "--model", str(model), "--jpeg", str(JPEG), timeout=900)
+    out = RESULTS_DIR / f"bench-{stamp}.json"
+    report.write_json(results, out)
+    print(report.render(results))
+    print(f"\nfull results: {out.relative_to(REPO_ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""The encoder's towers alone, no HTTP: `python -m bench.tower --model DIR` prints one JSON object.
+
+Shows what the runtime itself can do (batch-32 image throughput, batch-1 text latency), so the HTTP figures
+can be read against it. Run from the repo root, where `config` and `clip_encoder` are importable, and while
+no server is running, so the towers have the CPU to themselves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from clip_encoder import ClipEncoder
+from config import Settings
+from image_io import load_rgb_image
+from image_preprocess import ClipImageTransform
+
+TEXT_TOKENS = 12  # a typical search query: start token, 10 BPE tokens, end token
+
+
+def load_encoder(model: str, backend: str) -> ClipEncoder:
+    """The encoder as the service builds it (CLIP_* settings from the environment), with this model and backend."""
+    return ClipEncoder.load(Settings.from_env({**os.environ, "CLIP_MODEL": model, "DEVICE": "cpu", "CLIP_BACKEND": backend}))
+
+
+def timed(call: Callable[[], object], warmups: int, iterations: int) -> list[float]:
+    """Seconds per call after `warmups` untimed calls (first-call allocation and kernel selection)."""
+    for _ in range(warmups):
+        call()
+    durations = []
+    for _ in range(iterations):
+        began = time.perf_counter()
+        call()
+        durations.append(time.perf_counter() - began)
+    return durations
+
+
+def text_inputs(batch: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids shaped like CLIP's tokenizer output: <start>, ordinary BPE ids, <end>; all attended."""
+    ids = np.random.default_rng(0).integers(1000, 40000, (batch, TEXT_TOKENS), dtype=np.int64)
+    ids[:, 0], ids[:, -1] = 49406, 49407
+    return ids, np.ones_like(ids)
+
+
+def measure(encoder: ClipEncoder, image_iterations: int, text_iterations: int) -> dict:
+    pixels = np.zeros((32, 3, 224, 224), np.float32)
+    image_times = timed(lambda: encoder.backend.encode_image(pixels), 1, image_iterations)
+    ids, mask = text_inputs()
+    text_times = timed(lambda: encoder.backend.encode_text(ids, mask), 3, text_iterations)
+    return {
+        "image_batch": 32,
+        "image_images_per_s": 32 * len(image_times) / sum(image_times),
+        "image_batch_ms": [round(t * 1000, 1) for t in image_times],
+        "text_tokens": TEXT_TOKENS,
+        "text_batch1_p50_ms": statistics.median(text_times) * 1000,
+        "text_batch1_min_ms": min(text_times) * 1000,
+    }
+
+
+def measure_preprocessing(encoder: ClipEncoder, jpeg: Path, iterations: int) -> dict:
+    """The 12 MP JPEG through each path: time per image, and cosine of the fast path's vector to the exact one's."""
+    blob = jpeg.read_bytes()
+    processor = encoder.image_processor
+    transform = ClipImageTransform.from_processor(processor)
+    paths = {
+        "exact": lambda: processor(images=[load_rgb_image(blob, encoder.max_image_pixels)], return_tensors="np")["pixel_values"][0],
+        "fast": lambda: transform(load_rgb_image(blob, encoder.max_image_pixels, transform.draft_size)),
+    }
+    result = {f"{name}_ms": statistics.median(timed(path, 1, iterations)) * 1000 for name, path in paths.items()}
+    vectors = encoder.backend.encode_image(np.stack([paths["exact"](), paths["fast"]()]).astype(np.float32))
+    result["fast_vs_exact_cosine"] = float(vectors[0] @ vectors[1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--backend", default="onnx")
+    parser.add_argument("--image-iterations", type=int, default=3)
+    parser.add_argument("--text-iterations", type=int, default=30)
+    parser.add_argument("--jpeg", type=Path, help="also time fast vs exact preprocessing of this JPEG")
+    args = parser.parse_args()
+    began = time.perf_counter()
+    encoder = load_encoder(args.model, args.backend)
+    result = {"backend": encoder.backend.name, "load_s": time.perf_counter() - began}
+    result.update(measure(encoder, args.image_iterations, args.text_iterations))
+    if args.jpeg:
+        result["preprocessing"] = measure_preprocessing(encoder, args.jpeg, iterations=5)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

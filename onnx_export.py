@@ -1,0 +1,110 @@
+"""Exporting CLIP's text and image towers to ONNX once, and finding them again on the next start.
+
+Exports are cached under `<cache_dir>/onnx/<model>-<key>/`, where the key hashes the model's config, its
+weight files (name, size, mtime) and the versions of every library that shapes the exported graph, so a
+restart reuses the export and an upgrade or a new checkpoint makes a fresh one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import onnx
+import onnxruntime
+import torch
+import transformers
+from onnxruntime.transformers import optimizer
+from transformers import CLIPConfig, CLIPModel
+
+from backends import ImageTower, TextTower
+
+logger = logging.getLogger(__name__)
+
+EXPORT_FORMAT = 1  # bump when what gets exported changes
+OPSET = 17
+TOWER_FILES = ("text.onnx", "image.onnx")
+
+
+def export_key(model_dir: Path) -> str:
+    digest = hashlib.sha256(f"format={EXPORT_FORMAT};opset={OPSET}".encode())
+    for library in (torch, transformers, onnx, onnxruntime):
+        digest.update(f";{library.__name__}={library.__version__}".encode())
+    digest.update((model_dir / "config.json").read_bytes())
+    for weights in sorted([*model_dir.glob("*.safetensors"), *model_dir.glob("*.bin")]):
+        stat = weights.stat()
+        digest.update(f";{weights.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:20]
+
+
+def cached_towers(model_dir: Path, cache_dir: Path) -> Path:
+    """The directory holding text.onnx and image.onnx for this model, exporting them first if needed."""
+    target = cache_dir / "onnx" / f"{model_dir.name}-{export_key(model_dir)}"
+    if all((target / name).is_file() for name in TOWER_FILES):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".export-") as scratch:
+        export_in_child_process(model_dir, Path(scratch))
+        try:
+            os.rename(scratch, target)  # atomic: a concurrent worker sees all of it or none
+        except OSError:
+            if not target.is_dir():  # another worker finishing first is fine; anything else is not
+                raise
+            shutil.rmtree(scratch, ignore_errors=True)
+    logger.info("exported ONNX towers of %s to %s in %.1f s", model_dir, target, time.perf_counter() - started)
+    return target
+
+
+def export_in_child_process(model_dir: Path, out_dir: Path) -> None:
+    """Export in a short-lived process: the torch weights and export buffers (3+ GB for ViT-B/32) leave with it,
+    instead of staying in the worker's peak memory for its whole life."""
+    done = subprocess.run([sys.executable, "-m", "onnx_export", str(model_dir), str(out_dir)],
+                          cwd=Path(__file__).resolve().parent, capture_output=True, text=True)
+    if done.returncode != 0:
+        last_line = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+        raise RuntimeError(f"ONNX export failed: {last_line}")
+
+
+def export_towers(model_dir: Path, out_dir: Path) -> None:
+    # Eager attention exports as plain MatMul/Softmax, which ONNX Runtime's optimizer knows how to fuse.
+    model = CLIPModel.from_pretrained(model_dir, local_files_only=True, attn_implementation="eager").eval()
+    config: CLIPConfig = model.config
+    token_ids = torch.ones((2, 8), dtype=torch.int64)
+    size = config.vision_config.image_size
+    # The tracer's warnings (constant-folded shape checks, legacy exporter) are expected: CLIP's graph has no
+    # data-dependent control flow on the paths we use, and the parity tests prove the export.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _export(TextTower(model), (token_ids, torch.ones_like(token_ids)), ["input_ids", "attention_mask"],
+                {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}},
+                out_dir / "text.onnx")
+        _export(ImageTower(model), (torch.zeros((2, 3, size, size)),), ["pixel_values"],
+                {"pixel_values": {0: "batch"}}, out_dir / "image.onnx")
+    for name, tower_config in (("text.onnx", config.text_config), ("image.onnx", config.vision_config)):
+        _fuse(out_dir / name, tower_config.num_attention_heads, tower_config.hidden_size)
+
+
+def _export(module: torch.nn.Module, inputs: tuple, input_names: list[str], axes: dict, path: Path) -> None:
+    torch.onnx.export(
+        module, inputs, str(path), input_names=input_names, output_names=["embeddings"],
+        dynamic_axes={**axes, "embeddings": {0: "batch"}}, opset_version=OPSET, dynamo=False,
+    )
+
+
+def _fuse(path: Path, num_heads: int, hidden_size: int) -> None:
+    """ONNX Runtime's transformer fusions (attention, skip-LayerNorm, QuickGELU): ~12% off the text tower."""
+    fused = optimizer.optimize_model(str(path), model_type="clip", num_heads=num_heads, hidden_size=hidden_size, opt_level=0)
+    fused.save_model_to_file(str(path), use_external_data_format=False)
+
+
+if __name__ == "__main__":  # python -m onnx_export MODEL_DIR OUT_DIR (what export_in_child_process runs)
+    export_towers(Path(sys.argv[1]), Path(sys.argv[2]))
