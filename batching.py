@@ -12,9 +12,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Generic, TypeVar
 
-from errors import OverloadedError
+from errors import DeadlineExceededError, OverloadedError
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -29,7 +30,10 @@ class MicroBatcher(Generic[Item, Result]):
         max_wait: float,
         max_queue: int,
         name: str,
+        on_batch: Callable[[str, int], None] | None = None,
     ) -> None:
+        self.name = name
+        self._on_batch = on_batch
         self._run_batch = run_batch
         self._max_batch = max_batch
         self._max_wait = max_wait
@@ -58,7 +62,16 @@ class MicroBatcher(Generic[Item, Result]):
         return futures
 
     def run(self, items: Sequence[Item], timeout: float | None = None) -> list[Result]:
-        return [future.result(timeout) for future in self.submit(items)]
+        """Results in input order. Past `timeout` seconds the items still queued are withdrawn (they will not
+        use the model) and DeadlineExceededError is raised."""
+        futures = self.submit(items)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            return [future.result(None if deadline is None else max(0.0, deadline - time.monotonic())) for future in futures]
+        except FutureTimeout:
+            for future in futures:
+                future.cancel()  # succeeds only for items no batch has taken yet
+            raise DeadlineExceededError(f"the model did not get to this request within {timeout:g} s (CLIP_REQUEST_TIMEOUT_S)") from None
 
     def close(self) -> None:
         """Finish what is queued, then stop the worker thread."""
@@ -69,6 +82,8 @@ class MicroBatcher(Generic[Item, Result]):
 
     def _serve(self) -> None:
         while (batch := self._next_batch()) is not None:
+            if not batch:
+                continue
             items = [item for item, _ in batch]
             try:
                 results = self._run_batch(items)
@@ -91,6 +106,13 @@ class MicroBatcher(Generic[Item, Result]):
                 if remaining <= 0:
                     break
                 self._ready.wait(remaining)
-            size = min(self._max_batch, len(self._pending))
-            self.batch_sizes.append(size)
-            return [self._pending.popleft() for _ in range(size)]
+            batch = []
+            while self._pending and len(batch) < self._max_batch:
+                item, future = self._pending.popleft()
+                if future.set_running_or_notify_cancel():  # False: its caller gave up waiting; skip it
+                    batch.append((item, future))
+        if batch:
+            self.batch_sizes.append(len(batch))
+            if self._on_batch is not None:
+                self._on_batch(self.name, len(batch))
+        return batch

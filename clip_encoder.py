@@ -60,7 +60,10 @@ class ClipEncoder:
         self.image_preprocess = settings.image_preprocess
         self._transform, self._draft_size = _image_preparation(settings.image_preprocess, parts.image_processor)
         self.text_cache: LruCache[TextEntry] = LruCache(settings.text_cache_size)
-        limits = {"max_batch": settings.batch_size, "max_wait": settings.batch_wait_ms / 1000, "max_queue": settings.queue_size}
+        self.request_timeout_s = settings.request_timeout_s
+        limits = {"max_batch": settings.batch_size, "max_wait": settings.batch_wait_ms / 1000,
+                  "max_queue": settings.queue_size, "on_batch": self._report_batch}
+        self.on_batch: Callable[[str, int], None] | None = None  # told of every forward pass (metrics)
         self.text_batcher = MicroBatcher(self._encode_token_batch, name="text", **limits)
         self.image_batcher = MicroBatcher(self._encode_pixel_batch, name="image", **limits)
         self.ready = False
@@ -98,7 +101,7 @@ class ClipEncoder:
         missing = list(dict.fromkeys(text for text, entry in zip(texts, entries) if entry is None))
         if missing:
             token_lists, truncated = self.tokenize(missing)
-            fresh = dict(zip(missing, zip(self.text_batcher.run(token_lists), truncated)))
+            fresh = dict(zip(missing, zip(self.text_batcher.run(token_lists, self.request_timeout_s), truncated)))
             for text, entry in fresh.items():
                 self.text_cache.put(text, entry)
             entries = [entry or fresh[text] for text, entry in zip(texts, entries)]
@@ -117,7 +120,7 @@ class ClipEncoder:
             except InvalidImageError as exc:
                 errors[index] = str(exc)
         vectors: list[np.ndarray | None] = [None] * len(blobs)
-        for index, vector in zip(pixels, self.image_batcher.run(list(pixels.values()))):
+        for index, vector in zip(pixels, self.image_batcher.run(list(pixels.values()), self.request_timeout_s)):
             vectors[index] = vector
         return ImageVectors(vectors, errors)
 
@@ -131,6 +134,10 @@ class ClipEncoder:
         truncated = [len(tokens) > self.context_length for tokens in token_lists]
         cut = [tokens[: self.context_length - 1] + tokens[-1:] if long else tokens for tokens, long in zip(token_lists, truncated)]
         return cut, truncated
+
+    def _report_batch(self, tower: str, size: int) -> None:
+        if self.on_batch is not None:
+            self.on_batch(tower, size)
 
     def _require_ready(self) -> None:
         if not self.ready:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
@@ -39,6 +39,14 @@ class Settings:
     max_request_bytes: int = 32 * 1024 * 1024  # whole HTTP body; larger is a 413
     max_batch_items: int = 256  # texts or images in one /encode-texts or /encode-images call
     max_image_pixels: int = 64_000_000  # width x height; larger is refused before decoding
+    max_text_chars: int = 10_000  # longer texts are refused (CLIP reads 77 tokens, a few hundred characters)
+    request_timeout_s: int = 30  # how long a request may wait for the model before a 503
+    api_key: str | None = field(default=None, repr=False)  # when set, encode endpoints need `Authorization: Bearer <key>`
+    cors_origins: tuple[str, ...] = ()  # origins allowed to call from a browser; empty: no CORS headers
+    allow_image_urls: bool = False  # accept {"url": ...} on the image endpoints
+    url_allowed_hosts: tuple[str, ...] = ()  # trusted hosts exempt from the public-address check
+    url_max_bytes: int = 20 * 1024 * 1024  # most bytes fetched from one image URL
+    url_timeout_s: int = 10  # connect and read timeout for image URLs
 
     def __post_init__(self) -> None:
         for name, allowed in _CHOICES.items():
@@ -60,10 +68,10 @@ class Settings:
         """Build settings from `env` (default: the process environment); unset or empty means default."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
-        for field in fields(cls):
-            raw = env.get(ENV_VARS[field.name], "").strip()
+        for setting in fields(cls):
+            raw = env.get(ENV_VARS[setting.name], "").strip()
             if raw:
-                values[field.name] = _parse_int(raw, ENV_VARS[field.name]) if field.type == "int" else raw
+                values[setting.name] = _PARSERS.get(setting.type, _parse_str)(raw, ENV_VARS[setting.name])
         return cls(**values)
 
 
@@ -85,10 +93,19 @@ ENV_VARS = {
     "max_request_bytes": "CLIP_MAX_REQUEST_BYTES",
     "max_batch_items": "CLIP_MAX_BATCH_ITEMS",
     "max_image_pixels": "CLIP_MAX_IMAGE_PIXELS",
+    "max_text_chars": "CLIP_MAX_TEXT_CHARS",
+    "request_timeout_s": "CLIP_REQUEST_TIMEOUT_S",
+    "api_key": "CLIP_SERVICE_API_KEY",
+    "cors_origins": "CLIP_CORS_ORIGINS",
+    "allow_image_urls": "CLIP_ALLOW_IMAGE_URLS",
+    "url_allowed_hosts": "CLIP_URL_ALLOWED_HOSTS",
+    "url_max_bytes": "CLIP_URL_MAX_BYTES",
+    "url_timeout_s": "CLIP_URL_TIMEOUT_S",
 }
 
 _CHOICES = {"device": DEVICES, "backend": BACKENDS, "precision": PRECISIONS, "image_preprocess": IMAGE_PREPROCESSING}
-_POSITIVE = ("batch_size", "queue_size", "max_request_bytes", "max_batch_items", "max_image_pixels")
+_POSITIVE = ("batch_size", "queue_size", "max_request_bytes", "max_batch_items", "max_image_pixels", "max_text_chars",
+             "request_timeout_s", "url_max_bytes", "url_timeout_s")
 _NON_NEGATIVE = ("batch_wait_ms", "text_cache_size", "inference_threads")
 
 
@@ -97,3 +114,22 @@ def _parse_int(raw: str, var: str) -> int:
         return int(raw.replace("_", ""))
     except ValueError:
         raise ValueError(f"{var} must be an integer; got {raw!r}") from None
+
+
+def _parse_bool(raw: str, var: str) -> bool:
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{var} must be true or false (1/0, yes/no, on/off); got {raw!r}")
+
+
+def _parse_list(raw: str, var: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _parse_str(raw: str, var: str) -> str:
+    return raw
+
+
+_PARSERS = {"int": _parse_int, "bool": _parse_bool, "tuple[str, ...]": _parse_list}

@@ -23,3 +23,15 @@ class ModelNotReadyError(EncoderError):
 
 class OverloadedError(EncoderError):
     """More work is queued than the configured bound: the caller should retry later."""
+
+
+class DeadlineExceededError(OverloadedError):
+    """The model did not get to this request within CLIP_REQUEST_TIMEOUT_S."""
+
+
+class UrlRefusedError(InvalidImageError):
+    """An image URL that policy forbids: wrong scheme, or a host resolving to a private/loopback/metadata address."""
+
+
+class UrlFetchError(InvalidImageError):
+    """An allowed image URL that could not be fetched: timeout, HTTP error, too large, too many redirects."""

@@ -34,16 +34,18 @@ graceful_timeout = 30  # on SIGTERM, in-flight requests get this long to finish
 keepalive = 5  # the Node.js backend reuses connections
 control_socket_disable = True  # gunicornc is not used, and the unit gives the service no home to put the socket in
 
-accesslog = "-"
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+# The app writes one line per request itself (request id, status, latency; never content), so no gunicorn
+# access log. Everything goes to stderr, which journald collects; CLIP_LOG_FORMAT=json for log shippers.
+accesslog = None
+_json_logs = (os.environ.get("CLIP_LOG_FORMAT") or "text").lower() == "json"
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"}},
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "plain"}},
-    "root": {"level": os.environ.get("CLIP_LOG_LEVEL") or "INFO", "handlers": ["stderr"]},
-    "loggers": {
-        "gunicorn.error": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
-        "gunicorn.access": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+    "formatters": {
+        "service": {"()": "log_format.JsonFormatter"} if _json_logs
+        else {"format": "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"},
     },
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "service"}},
+    "root": {"level": os.environ.get("CLIP_LOG_LEVEL") or "INFO", "handlers": ["stderr"]},
+    "loggers": {"gunicorn.error": {"level": "INFO", "handlers": ["stderr"], "propagate": False}},
 }

@@ -192,7 +192,7 @@ def test_a_body_over_the_limit_is_a_413(tmp_path):
 
 def test_encoding_while_the_model_is_not_ready_is_a_503_with_retry_after():
     response = make_client(FakeEncoder(ready=False)).post("/encode-text", json={"text": "car"})
-    assert_error(response, 503, "not loaded")
+    assert_error(response, 503, "still loading")
     assert int(response.headers["Retry-After"]) > 0
 
 

@@ -15,7 +15,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = PROJECT_ROOT / "deploy"
 UNIT = DEPLOY / "clip-vectorize.service"
 ENV_EXAMPLE = DEPLOY / "clip-vectorize.env.example"
-GUNICORN_VARS = ["CLIP_SERVICE_HOST", "CLIP_SERVICE_PORT", "CLIP_WORKERS", "CLIP_THREADS", "CLIP_TIMEOUT", "CLIP_LOG_LEVEL"]
+GUNICORN_VARS = ["CLIP_SERVICE_HOST", "CLIP_SERVICE_PORT", "CLIP_WORKERS", "CLIP_THREADS", "CLIP_TIMEOUT", "CLIP_LOG_LEVEL",
+                 "CLIP_LOG_FORMAT"]
 
 
 def env_file_values(path: Path) -> dict[str, str]:

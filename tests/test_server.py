@@ -115,3 +115,17 @@ def test_startup_failure_exits_non_zero_with_one_clear_line(tiny_model_dir, env,
     assert result.returncode != 0
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("served", [START_COMMANDS["python3 clip_vectorize_service.py"]], indirect=True)
+def test_an_upload_over_the_limit_is_refused_before_its_body_is_read(served):
+    url, _ = served
+    port = int(url.rsplit(":", 1)[1])
+    claimed = 1024 * 1024 * 1024  # 1 GiB promised; only 1 KiB is ever sent
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as connection:
+        connection.sendall(
+            b"POST /encode-image HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            + f"Content-Length: {claimed}\r\n\r\n".encode() + b"x" * 1024
+        )
+        reply = connection.recv(4096).decode(errors="replace")
+    assert reply.startswith("HTTP/1.1 413") and "CLIP_MAX_REQUEST_BYTES" in reply

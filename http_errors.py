@@ -1,0 +1,78 @@
+"""The one place errors become HTTP responses: every failure leaves as the same JSON shape, never a stack trace."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from errors import DeadlineExceededError, EncoderError, InvalidImageError, ModelNotReadyError, OverloadedError
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = "5"
+
+
+class ApiError(Exception):
+    """A request the views refuse: the status code, a message a person can act on, a machine-readable code."""
+
+    def __init__(self, status: int, message: str, code: str = "bad_request", headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.headers = headers or {}
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None):
+    response = jsonify({"status": "error", "error": message, "code": code})
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+# Domain error -> (status, code, extra headers). Order matters: subclasses before their bases.
+_DOMAIN_ERRORS: list[tuple[type[EncoderError], int, str, dict[str, str]]] = [
+    (InvalidImageError, 400, "invalid_image", {}),
+    (ModelNotReadyError, 503, "model_not_ready", {"Retry-After": RETRY_AFTER_SECONDS}),
+    (DeadlineExceededError, 503, "deadline_exceeded", {"Retry-After": "1"}),
+    (OverloadedError, 503, "overloaded", {"Retry-After": "1"}),
+]
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError):
+        return error_response(exc.status, exc.code, str(exc), exc.headers)
+
+    @app.errorhandler(EncoderError)
+    def _encoder_error(exc: EncoderError):
+        for kind, status, code, headers in _DOMAIN_ERRORS:
+            if isinstance(exc, kind):
+                return error_response(status, code, str(exc), headers)
+        logger.exception("encoder failed on %s %s", request.method, request.path)
+        return error_response(500, "encoder_error", "the encoder failed; see the service log")
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        code = (exc.name or "error").lower().replace(" ", "_")
+        response = error_response(exc.code or 500, code, _http_message(exc))
+        if exc.code == 405 and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        logger.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "internal server error")
+
+
+def _http_message(exc: HTTPException) -> str:
+    if exc.code == 404:
+        return f"no such endpoint: {request.method} {request.path}"
+    if exc.code == 405:
+        allowed = [method for method in exc.valid_methods or [] if method not in ("HEAD", "OPTIONS")]
+        return f"{request.method} is not allowed on {request.path}; use {', '.join(allowed)}"
+    if exc.code == 413:
+        return f"request body is larger than {current_app.config['MAX_CONTENT_LENGTH']} bytes (CLIP_MAX_REQUEST_BYTES)"
+    return exc.description or exc.name

@@ -1,0 +1,108 @@
+"""Validating request bodies at the boundary: JSON shape, texts, and image inputs (upload, base64 or URL).
+
+Every refusal is an ApiError (400/415) with a message that says what to send instead; an image input that
+cannot be turned into bytes becomes an InvalidImageError *value*, so one bad item of a batch fails alone.
+"""
+
+from __future__ import annotations
+
+from flask import current_app, request
+
+from config import Settings
+from errors import InvalidImageError
+from http_errors import ApiError
+from image_io import decode_base64_image
+from url_fetch import fetch_image_bytes
+
+ImageInput = bytes | InvalidImageError  # raw bytes, or why the input could not be read as bytes
+
+
+def settings() -> Settings:
+    return current_app.extensions["clip_settings"]
+
+
+def json_object() -> dict:
+    if not request.is_json:
+        raise ApiError(415, "Content-Type must be application/json", "unsupported_media_type")
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # `silent` covers malformed JSON, not JSON nested thousands of levels deep
+        raise ApiError(400, "request body is JSON nested too deeply", "invalid_json") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, 'request body must be a JSON object, e.g. {"text": "red BMW SUV"}', "invalid_json")
+    return body
+
+
+def require_text(value: object, name: str) -> str:
+    if value is None:
+        raise ApiError(400, f"'{name}' is required")
+    if not isinstance(value, str):
+        raise ApiError(400, f"'{name}' must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise ApiError(400, f"'{name}' must not be empty")
+    if not _is_valid_unicode(value):
+        raise ApiError(400, f"'{name}' is not valid Unicode: it contains a lone surrogate (such as \\ud800)")
+    if len(value) > settings().max_text_chars:
+        raise ApiError(400, f"'{name}' has {len(value)} characters; the limit is {settings().max_text_chars} "
+                            "(CLIP_MAX_TEXT_CHARS). CLIP reads only the first 77 tokens anyway")
+    return value
+
+
+def _is_valid_unicode(text: str) -> bool:
+    """JSON may carry lone UTF-16 surrogates ("\\ud800"); no tokenizer can encode them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def require_list(value: object, name: str) -> list:
+    if not isinstance(value, list) or not value:
+        raise ApiError(400, f"'{name}' must be a non-empty JSON list")
+    limit = settings().max_batch_items
+    if len(value) > limit:
+        raise ApiError(400, f"'{name}' has {len(value)} items; the limit is {limit} (CLIP_MAX_BATCH_ITEMS)")
+    return value
+
+
+def single_image_input() -> ImageInput:
+    """One image: multipart field `image`, or JSON {"image": base64} or {"url": ...}."""
+    if request.mimetype == "multipart/form-data":
+        upload = request.files.get("image")
+        if upload is None:
+            raise ApiError(400, "multipart field 'image' is required")
+        return upload.read()
+    body = json_object()
+    if "url" in body:
+        return _fetched(body["url"])
+    return _decoded(body.get("image"), "image")
+
+
+def image_list_inputs() -> list[ImageInput]:
+    """Several images: multipart files `images`, or JSON {"images": [base64, ...]} or {"urls": [...]}."""
+    if request.mimetype == "multipart/form-data":
+        return [upload.read() for upload in require_list(request.files.getlist("images"), "images")]
+    body = json_object()
+    if "urls" in body:
+        return [_fetched(url) for url in require_list(body["urls"], "urls")]
+    items = require_list(body.get("images"), "images")
+    return [_decoded(item, f"images[{index}]") for index, item in enumerate(items)]
+
+
+def _decoded(value: object, name: str) -> ImageInput:
+    if value is None:
+        raise ApiError(400, f"'{name}' is required (base64 string or data: URI), or upload multipart/form-data")
+    try:
+        return decode_base64_image(value)
+    except InvalidImageError as exc:
+        return exc
+
+
+def _fetched(url: object) -> ImageInput:
+    if not settings().allow_image_urls:
+        raise ApiError(400, "image URLs are turned off on this service (CLIP_ALLOW_IMAGE_URLS); send the image itself")
+    try:
+        return fetch_image_bytes(url, current_app.extensions["clip_url_policy"])
+    except InvalidImageError as exc:
+        return exc

@@ -1,0 +1,271 @@
+"""Load test: the real service at about twice its capacity, open loop, loopback only, bounded in time.
+
+Every request must end as a 200 with the right vector for its (known) input, or as a quick 503; none may
+hang, be reset, or get another input's vector, and the service must answer normally afterwards.
+
+CLIP_LOAD_TEST_SECONDS sets the length of the overload phase (default 60). CLIP_LOAD_TEST_REPORT, when set,
+is a path the figures are written to as JSON. `pytest -s tests/test_load.py` prints them as one line.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from sample_images import encode_image_bytes, photo_like
+from service_process import (
+    HOST,
+    multipart,
+    post_json,
+    request,
+    small_model_dir,  # noqa: F401  (fixture)
+    start_service,
+    stop,
+    wait_for_one_worker,
+    wait_until_healthy,
+)
+
+LOAD_SECONDS = float(os.environ.get("CLIP_LOAD_TEST_SECONDS") or 60)
+CAPACITY_SECONDS = 5.0  # closed-loop measurement before the overload phase
+CAPACITY_CLIENTS = 8
+OVERLOAD_FACTOR = 2.0
+CLIENT_TIMEOUT_S = 20.0  # a request still unanswered after this counts as hung
+CLIENT_THREADS = 192  # enough to keep the schedule while requests wait for a slot in the server
+IMAGE_EVERY = 10  # one request in ten is an image upload
+# Every request really uses the model (no text cache); a small queue so overload shows as 503s;
+# one inference thread leaves a core to gunicorn and to this test's clients.
+SERVICE_ENV = {"CLIP_TEXT_CACHE_SIZE": "0", "CLIP_QUEUE_SIZE": "64", "CLIP_REQUEST_TIMEOUT_S": "10",
+               "CLIP_INFERENCE_THREADS": "1"}
+TEXTS = ["红色的宝马SUV", "white sedan", "a red car", "blue truck on a highway at night", "cat",
+         "a photo of a dog sitting on a sofa next to a window", "黑色奔驰轿车",
+         "vintage convertible, 1965, cherry red, chrome bumpers", "electric hatchback", "SUV",
+         "yellow taxi in new york", "green tractor in a field", "police car with lights", "silver minivan",
+         "orange sports car on a race track", "a bicycle", "motorbike", "camper van by the sea", "白色的丰田卡罗拉",
+         "fire engine"]
+SAME_VECTOR = 0.9999  # cosine to the input's reference vector
+RESET_ERRORS = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError, http.client.RemoteDisconnected,
+                http.client.IncompleteRead)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(int(LOAD_SECONDS + 180))]
+
+
+@dataclass
+class Outcome:
+    kind: str  # "ok", "wrong", "503", "other", "timeout", "reset", "error"
+    latency: float  # seconds from sending to the end of the response (or the failure)
+    lag: float = 0.0  # seconds the request started after its scheduled time (open loop only)
+    detail: str = ""  # 503 code, unexpected status, exception
+
+
+class Workload:
+    """Known inputs, their reference vectors, and one request of the mix as a function of its index."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.images = [encode_image_bytes(photo_like(seed=seed)) for seed in range(3)]
+        self.bodies = [multipart("image", [image]) for image in self.images]
+        self.references: dict[tuple[str, int], np.ndarray] = {}
+        for index, text in enumerate(TEXTS):
+            self.references["text", index] = self._reference(post_json(port, "/encode-text", {"text": text}))
+        for index, (body, headers) in enumerate(self.bodies):
+            self.references["image", index] = self._reference(request(port, "POST", "/encode-image", body, headers))
+
+    @staticmethod
+    def _reference(response) -> np.ndarray:
+        status, _, body = response
+        assert status == 200, body
+        return np.asarray(body["vector"], np.float64)
+
+    def distinct(self) -> float:
+        """Highest cosine between two different inputs' vectors: below SAME_VECTOR, so a mix-up is caught."""
+        vectors = np.stack(list(self.references.values()))
+        similarity = vectors @ vectors.T
+        np.fill_diagonal(similarity, -1)
+        return float(similarity.max())
+
+    def call(self, number: int) -> Outcome:
+        if number % IMAGE_EVERY == IMAGE_EVERY - 1:
+            key = ("image", number // IMAGE_EVERY % len(self.images))
+            body, headers = self.bodies[key[1]]
+            path = "/encode-image"
+        else:
+            key = ("text", number % len(TEXTS))
+            body, headers = json.dumps({"text": TEXTS[key[1]]}).encode(), {"Content-Type": "application/json"}
+            path = "/encode-text"
+        started = time.monotonic()
+        connection = http.client.HTTPConnection(HOST, self.port, timeout=CLIENT_TIMEOUT_S)
+        try:
+            connection.request("POST", path, body=body, headers={"Connection": "close", **headers})
+            response = connection.getresponse()
+            raw = response.read()
+            status = response.status
+        except TimeoutError as exc:
+            return Outcome("timeout", time.monotonic() - started, detail=repr(exc))
+        except RESET_ERRORS as exc:
+            return Outcome("reset", time.monotonic() - started, detail=repr(exc))
+        except (OSError, http.client.HTTPException) as exc:
+            return Outcome("error", time.monotonic() - started, detail=repr(exc))
+        finally:
+            connection.close()
+        latency = time.monotonic() - started
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            return Outcome("other", latency, detail=f"{status} not JSON: {raw[:80]!r}")
+        if status == 503 and payload.get("code") in ("overloaded", "deadline_exceeded"):
+            return Outcome("503", latency, detail=payload["code"])
+        if status != 200:
+            return Outcome("other", latency, detail=f"{status} {payload}")
+        reference = self.references[key]
+        vector = np.asarray(payload.get("vector") or [], np.float64)
+        if vector.shape != reference.shape or vector @ reference / (np.linalg.norm(vector) * np.linalg.norm(reference)) < SAME_VECTOR:
+            return Outcome("wrong", latency, detail=f"{key}")
+        return Outcome("ok", latency)
+
+
+def closed_loop_capacity(workload: Workload, clients: int, seconds: float) -> float:
+    """Requests/s answered with 200 by `clients` clients that each send the next request when one returns."""
+    stop_at = time.monotonic() + seconds
+    counter = iter(range(10**9))
+    lock = threading.Lock()
+
+    def client() -> tuple[int, list[Outcome]]:
+        done, bad = 0, []
+        while time.monotonic() < stop_at:
+            with lock:
+                number = next(counter)
+            outcome = workload.call(number)
+            if outcome.kind == "ok":
+                done += 1
+            else:
+                bad.append(outcome)
+        return done, bad
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(lambda _: client(), range(clients)))
+    elapsed = time.monotonic() - started
+    failures = [outcome for _, bad in results for outcome in bad]
+    assert not failures, f"errors below capacity: {failures[:5]}"
+    return sum(done for done, _ in results) / elapsed
+
+
+def open_loop(workload: Workload, rate: float, seconds: float) -> tuple[list[Outcome], float]:
+    """Start request i at t0 + i/rate whatever happened to the others; returns the outcomes and the time it
+    took to start them all (longer than `seconds` only if the clients fell behind the schedule)."""
+    total = int(rate * seconds)
+    outcomes: list[Outcome | None] = [None] * total
+
+    def run(number: int, due: float) -> None:
+        lag = time.monotonic() - due
+        outcome = workload.call(number)
+        outcome.lag = lag
+        outcomes[number] = outcome
+
+    with ThreadPoolExecutor(CLIENT_THREADS, thread_name_prefix="load") as pool:
+        t0 = time.monotonic()
+        for number in range(total):
+            due = t0 + number / rate
+            if (wait := due - time.monotonic()) > 0:
+                time.sleep(wait)
+            pool.submit(run, number, due)
+        scheduled_for = time.monotonic() - t0
+    # Leaving the with-block waited for every request; each is bounded by CLIENT_TIMEOUT_S.
+    assert all(outcome is not None for outcome in outcomes)
+    return outcomes, scheduled_for  # type: ignore[return-value]
+
+
+def percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p95": None, "p99": None, "max": None}
+    p50, p95, p99 = np.percentile(values, [50, 95, 99])
+    return {"p50": round(float(p50) * 1000, 1), "p95": round(float(p95) * 1000, 1),
+            "p99": round(float(p99) * 1000, 1), "max": round(max(values) * 1000, 1)}
+
+
+def test_twice_the_capacity_gets_correct_vectors_or_quick_503s_and_nothing_hangs(small_model_dir, tmp_path):  # noqa: F811
+    began = time.monotonic()
+    service = start_service(small_model_dir, tmp_path, **SERVICE_ENV)
+    try:
+        health = wait_until_healthy(service)
+        worker = wait_for_one_worker(service.pid)
+        workload = Workload(service.port)
+        assert workload.distinct() < SAME_VECTOR, "known inputs too alike to catch a mixed-up vector"
+
+        capacity = closed_loop_capacity(workload, CAPACITY_CLIENTS, CAPACITY_SECONDS)
+        rate = OVERLOAD_FACTOR * capacity
+        load_started = time.monotonic()
+        outcomes, scheduled_for = open_loop(workload, rate, LOAD_SECONDS)
+        load_wall = time.monotonic() - load_started
+
+        by_kind: dict[str, list[Outcome]] = {}
+        for outcome in outcomes:
+            by_kind.setdefault(outcome.kind, []).append(outcome)
+        count = {kind: len(by_kind.get(kind, [])) for kind in ("ok", "503", "wrong", "other", "timeout", "reset", "error")}
+        codes_503: dict[str, int] = {}
+        for outcome in by_kind.get("503", []):
+            codes_503[outcome.detail] = codes_503.get(outcome.detail, 0) + 1
+        report = {
+            "load_seconds": LOAD_SECONDS,
+            "capacity_rps": round(capacity, 1),
+            "offered_rps": round(rate, 1),
+            "offered_rps_achieved": round(len(outcomes) / scheduled_for, 1),
+            "requests": len(outcomes),
+            "ok_200": count["ok"],
+            "ok_200_rps": round(count["ok"] / load_wall, 1),
+            "refused_503": count["503"],
+            "refused_503_codes": codes_503,
+            "wrong_vector": count["wrong"],
+            "other_status": count["other"],
+            "client_timeouts": count["timeout"],
+            "resets": count["reset"],
+            "other_errors": count["error"],
+            "latency_ms_200": percentiles([o.latency for o in by_kind.get("ok", [])]),
+            "latency_ms_503": percentiles([o.latency for o in by_kind.get("503", [])]),
+            "latency_ms_max_any": round(max(o.latency for o in outcomes) * 1000, 1),
+            "schedule_lag_ms_max": round(max(o.lag for o in outcomes) * 1000, 1),
+            "load_phase_wall_s": round(load_wall, 1),
+            "setup": {"model": "build_small_clip (text 512x8, vision 384x6, dimension %d)" % health["dimension"],
+                      "mix": f"{len(TEXTS)} texts, 1 in {IMAGE_EVERY} requests an image upload",
+                      "client_timeout_s": CLIENT_TIMEOUT_S, "cpu_count": os.cpu_count(),
+                      "service_env": SERVICE_ENV | {"BATCH_SIZE": "32 (default)", "CLIP_THREADS": "32 (default)",
+                                                    "CLIP_WORKERS": "1 (default)"}},
+        }
+        print("\nload test: " + ", ".join([
+            f"{LOAD_SECONDS:g} s at {rate:.1f} req/s offered ({OVERLOAD_FACTOR:g}x the measured {capacity:.1f} req/s)",
+            f"{len(outcomes)} requests: {count['ok']} x 200 ({report['ok_200_rps']} req/s), {count['503']} x 503 {codes_503}",
+            f"{count['wrong']} wrong vectors, {count['other']} other, {count['timeout']} timeouts, {count['reset']} resets, "
+            f"{count['error']} errors",
+            f"200 latency ms {report['latency_ms_200']}", f"503 latency ms {report['latency_ms_503']}",
+            f"max schedule lag {report['schedule_lag_ms_max']} ms",
+        ]))
+        if os.environ.get("CLIP_LOAD_TEST_REPORT"):
+            with open(os.environ["CLIP_LOAD_TEST_REPORT"], "w") as file:
+                json.dump(report, file, indent=2, ensure_ascii=False)
+
+        examples = {kind: [o.detail for o in by_kind.get(kind, [])[:3]] for kind in ("wrong", "other", "timeout", "reset", "error")}
+        assert count["timeout"] == count["reset"] == count["error"] == 0, (report, examples)
+        assert count["other"] == 0, (report, examples)
+        assert count["wrong"] == 0, (report, examples)
+        assert count["503"] > 0, f"nothing was refused: the service was not overloaded ({report})"
+        assert count["ok"] > 0, report
+        assert report["latency_ms_503"]["p95"] < CLIENT_TIMEOUT_S * 1000 / 4, f"503s are not quick: {report}"
+
+        # Afterwards: healthy, same worker (none was killed or restarted), right vectors.
+        status, _, body = request(service.port, "GET", "/health")
+        assert status == 200 and body["clip_loaded"] is True, body
+        assert wait_for_one_worker(service.pid) == worker, f"the worker was replaced during the load:\n{service.log_tail()}"
+        for number in (0, 1, IMAGE_EVERY - 1):
+            outcome = workload.call(number)
+            assert outcome.kind == "ok", outcome
+    finally:
+        stop(service)
+    print(f"load test took {time.monotonic() - began:.0f} s in all")
