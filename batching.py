@@ -55,7 +55,8 @@ class MicroBatcher(Generic[Item, Result]):
         with self._ready:
             if self._closed:
                 raise OverloadedError("the encoder is shutting down")
-            if len(self._pending) + len(items) > self._max_queue:
+            # A request larger than the bound still gets into an empty queue, so big batch calls always work.
+            if self._pending and len(self._pending) + len(items) > self._max_queue:
                 raise OverloadedError(f"{len(self._pending)} items are waiting for the model (CLIP_QUEUE_SIZE={self._max_queue})")
             self._pending.extend(zip(items, futures))
             self._ready.notify()
@@ -69,9 +70,15 @@ class MicroBatcher(Generic[Item, Result]):
         try:
             return [future.result(None if deadline is None else max(0.0, deadline - time.monotonic())) for future in futures]
         except FutureTimeout:
-            for future in futures:
-                future.cancel()  # succeeds only for items no batch has taken yet
+            self._withdraw(futures)
             raise DeadlineExceededError(f"the model did not get to this request within {timeout:g} s (CLIP_REQUEST_TIMEOUT_S)") from None
+
+    def _withdraw(self, futures: list[Future]) -> None:
+        """Take a caller's items that no batch has started out of the queue: they no longer count or run."""
+        with self._ready:
+            withdrawn = {id(future) for future in futures if future.cancel()}
+            if withdrawn:
+                self._pending = deque(entry for entry in self._pending if id(entry[1]) not in withdrawn)
 
     def close(self) -> None:
         """Finish what is queued, then stop the worker thread."""

@@ -14,14 +14,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, jsonify, send_file
+from flask import Blueprint, Flask, current_app, jsonify
 from transformers.utils import logging as transformers_logging
 
 from access_control import install_api_key, install_cors
 from clip_encoder import ClipEncoder
 from config import Settings
 from errors import InvalidImageError, ModelNotReadyError
-from http_errors import register_error_handlers
+from http_errors import RETRY_AFTER_SECONDS, register_error_handlers
 from model_loading import resolve_model_source
 from observability import Metrics, install_request_tracking
 from request_parsing import image_list_inputs, json_object, require_list, require_text, single_image_input
@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None, encoder: ClipEncoder | None = N
         clip_metrics=metrics,
         clip_encoder=encoder,
         clip_model_name=encoder.model_name if encoder else resolve_model_source(settings),
+        clip_openapi=OPENAPI_DOCUMENT.read_bytes(),
         clip_url_policy=UrlPolicy(frozenset(host.lower() for host in settings.url_allowed_hosts), settings.url_max_bytes,
                                   connect_timeout_s=settings.url_timeout_s, read_timeout_s=settings.url_timeout_s),
     )
@@ -107,7 +108,7 @@ def health():
         "backend": encoder.backend.name if encoder else None,
         "dimension": encoder.dimension if encoder else None,
     }
-    return jsonify(body), 200 if ready else 503
+    return jsonify(body), 200 if ready else 503, {} if ready else {"Retry-After": RETRY_AFTER_SECONDS}
 
 
 @api.get("/metrics")
@@ -117,7 +118,7 @@ def metrics():
 
 @api.get("/openapi.json")
 def openapi():
-    return send_file(OPENAPI_DOCUMENT, mimetype="application/json")
+    return current_app.response_class(current_app.extensions["clip_openapi"], mimetype="application/json")
 
 
 @api.post("/encode-text")

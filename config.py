@@ -33,7 +33,7 @@ class Settings:
     image_preprocess: str = "fast"  # fast: JPEG draft decode + resize; exact: transformers' CLIPImageProcessor
     batch_size: int = 32  # the most items one forward pass takes
     batch_wait_ms: int = 2  # how long the first item of a batch waits for others to join it
-    queue_size: int = 1024  # items waiting for the model; beyond this a request is refused (503) at once
+    queue_size: int = 64  # items waiting for each tower; beyond this a request is refused (503) at once
     text_cache_size: int = 10_000  # text vectors kept (LRU); 0 turns the cache off
     inference_threads: int = 0  # threads per forward pass; 0: one per CPU core
     max_request_bytes: int = 32 * 1024 * 1024  # whole HTTP body; larger is a 413

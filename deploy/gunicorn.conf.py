@@ -24,8 +24,13 @@ workers = int(os.environ.get("CLIP_WORKERS") or 1)
 # Threads let one worker hold many requests at once, so concurrent requests can share one batched forward
 # pass (a request thread mostly waits for the batcher), and /health answers while an image is being encoded;
 # JSON parsing and image decoding overlap with the forward pass (the runtimes release the GIL).
+# Overload control (CLIP_QUEUE_SIZE, CLIP_REQUEST_TIMEOUT_S) sees only requests that hold a thread: one
+# parked in gunicorn's own connection queue waits without bound. So there are more threads than the model's
+# queue plus a batch in flight (64 + 32 + 32 = 128 by default; defaults as in config.Settings).
 worker_class = "gthread"
-threads = int(os.environ.get("CLIP_THREADS") or 32)
+_QUEUE_SIZE = int(os.environ.get("CLIP_QUEUE_SIZE") or 64)
+_BATCH_SIZE = int(os.environ.get("BATCH_SIZE") or 32)
+threads = int(os.environ.get("CLIP_THREADS") or _QUEUE_SIZE + _BATCH_SIZE + 32)
 
 # A worker loads and warms up the model before answering; on a slow CPU that takes 1-2 minutes, and gunicorn
 # kills a worker that stays silent longer than `timeout`. With gthread a long request does not count as silence.

@@ -8,6 +8,7 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 import pytest
 
+from service_process import build_small_clip  # noqa: E402
 from tiny_clip import build_tiny_clip  # noqa: E402
 
 
@@ -22,3 +23,9 @@ def tiny_encoder(tiny_model_dir):
     from config import Settings
 
     return ClipEncoder.load(Settings(model=str(tiny_model_dir), device="cpu", batch_size=4, cache_dir=str(tiny_model_dir.parent / "cache")))
+
+
+@pytest.fixture(scope="session")
+def small_model_dir(tmp_path_factory) -> Path:
+    """A few times heavier than the tiny model: slow enough that loopback clients can overload the service."""
+    return build_small_clip(tmp_path_factory.mktemp("models") / "small-clip")

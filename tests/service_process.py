@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"  # loopback only, always
@@ -192,9 +191,8 @@ def build_small_clip(directory: Path, seed: int = 1) -> Path:
     text 512 wide x 8 layers, vision 384 wide x 6 layers at 224 px / 32 px patches. With one inference thread
     it encodes some tens of texts or images per second on one core."""
     import torch
-    from transformers import CLIPConfig, CLIPModel
-
     from tiny_clip import build_tiny_clip
+    from transformers import CLIPConfig, CLIPModel
 
     build_tiny_clip(directory)
     tiny = CLIPConfig.from_pretrained(directory)
@@ -203,15 +201,4 @@ def build_small_clip(directory: Path, seed: int = 1) -> Path:
     vision.update(hidden_size=384, intermediate_size=1536, num_hidden_layers=6, num_attention_heads=6)
     torch.manual_seed(seed)
     CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=64)).eval().save_pretrained(directory)
-    return directory
-
-
-@pytest.fixture(scope="session")
-def small_model_dir(tmp_path_factory) -> Path:
-    """Built once per session even when several test modules import this fixture."""
-    directory = tmp_path_factory.getbasetemp() / "small-clip-models" / "small-clip"
-    if not (directory / "built").exists():
-        directory.mkdir(parents=True, exist_ok=True)
-        build_small_clip(directory)
-        (directory / "built").write_text("ok")
     return directory

@@ -63,6 +63,12 @@ def test_a_request_that_would_overflow_the_queue_is_refused_at_once():
     batcher.close()
 
 
+def test_a_request_larger_than_the_bound_still_gets_into_an_empty_queue():
+    batcher = make_batcher(max_queue=3)
+    assert batcher.run([1, 2, 3, 4, 5]) == [10, 20, 30, 40, 50]
+    batcher.close()
+
+
 def test_a_failing_batch_fails_its_callers_and_the_worker_keeps_serving():
     def fragile(items):
         if 13 in items:

@@ -82,3 +82,11 @@ def test_gunicorn_config_loads_and_binds_host_and_port(monkeypatch):
     for key in ("bind", "workers", "threads", "timeout", "wsgi_app", "worker_class"):
         config.set(key, namespace[key])
     assert config.bind == ["[::1]:6001"] and config.workers == 1 and config.wsgi_app.startswith("clip_vectorize_service:")
+
+
+def test_gunicorn_has_more_threads_than_the_model_queue_plus_a_batch_so_overload_control_sees_every_request():
+    namespace: dict = {"__file__": str(DEPLOY / "gunicorn.conf.py")}
+    exec((DEPLOY / "gunicorn.conf.py").read_text(), namespace)
+    defaults = Settings()
+    assert (namespace["_QUEUE_SIZE"], namespace["_BATCH_SIZE"]) == (defaults.queue_size, defaults.batch_size)
+    assert namespace["threads"] > defaults.queue_size + defaults.batch_size

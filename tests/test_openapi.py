@@ -56,18 +56,19 @@ def _resolve(node: dict) -> dict:
 
 
 def _documented_examples():
-    """(where, schema, example) for every example of a request or response body in the document."""
+    """A pytest.param(schema, example) for every example of a request or response body in the document."""
     for path, operations in SPEC["paths"].items():
         for method, operation in operations.items():
             bodies = {"request": operation.get("requestBody", {})}
             bodies.update({f"response {status}": response for status, response in operation["responses"].items()})
             for part, body in bodies.items():
                 for media_type, content in _resolve(body).get("content", {}).items():
-                    examples = {name: _resolve(example)["value"] for name, example in content.get("examples", {}).items()}
+                    examples = {name: _resolve(value)["value"] for name, value in content.get("examples", {}).items()}
                     if "example" in content:
                         examples["example"] = content["example"]
                     for name, example in examples.items():
-                        yield pytest.param(content["schema"], example, id=f"{method.upper()} {path} {part} {media_type} {name}")
+                        where = f"{method.upper()} {path} {part} {media_type} {name}"
+                        yield pytest.param(content["schema"], example, id=where)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +78,7 @@ def open_app(tiny_encoder):
 
 @pytest.fixture(scope="module", params=["open", "with-api-key", "model-loading"])
 def service(request, tiny_encoder):
-    """(app, the 5xx it may answer): no API key; an API key the generated requests do not know; a model still loading."""
+    """(app, the 5xx it may answer): no API key; an API key the generated requests lack; a model still loading."""
     if request.param == "open":
         return create_app(Settings(), encoder=tiny_encoder), set()
     if request.param == "with-api-key":
@@ -91,10 +92,10 @@ def test_the_document_is_valid_openapi_3_0():
 
 
 def test_the_service_serves_this_very_document_at_openapi_json(open_app):
-    response = open_app.test_client().get("/openapi.json")
-    assert response.status_code == 200
-    assert response.mimetype == "application/json"
-    assert response.get_json() == SPEC
+    with open_app.test_client().get("/openapi.json") as response:
+        assert response.status_code == 200
+        assert response.mimetype == "application/json"
+        assert response.get_json() == SPEC
 
 
 def test_every_route_of_the_service_is_documented_and_every_documented_route_exists(open_app):
