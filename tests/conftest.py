@@ -18,11 +18,22 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_encoder(tiny_model_dir):
-    from clip_encoder import ClipEncoder
+def tiny_settings(tiny_model_dir):
+    """Settings for the tiny model on CPU, with the ONNX export cached beside it (never in the user's home)."""
     from config import Settings
 
-    return ClipEncoder.load(Settings(model=str(tiny_model_dir), device="cpu", batch_size=4, cache_dir=str(tiny_model_dir.parent / "cache")))
+    def settings(**overrides) -> Settings:
+        return Settings(**{"model": str(tiny_model_dir), "device": "cpu", "cache_dir": str(tiny_model_dir.parent / "cache"),
+                           **overrides})
+
+    return settings
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_settings):
+    from clip_encoder import ClipEncoder
+
+    return ClipEncoder.load(tiny_settings(batch_size=4))
 
 
 @pytest.fixture(scope="session")

@@ -17,13 +17,9 @@ from sample_images import encode_image_bytes, photo_like
 TEXTS = ["红色的宝马SUV", "a red car", "hello", "white sedan parked in the city at night", "x " * 60]
 
 
-def load(model_dir, **settings):
-    return ClipEncoder.load(Settings(model=str(model_dir), device="cpu", cache_dir=str(model_dir.parent / "cache"), **settings))
-
-
 @pytest.fixture(scope="module")
-def encoders(tiny_model_dir):
-    onnx, torch_ = load(tiny_model_dir, backend="onnx"), load(tiny_model_dir, backend="torch")
+def encoders(tiny_settings):
+    onnx, torch_ = ClipEncoder.load(tiny_settings(backend="onnx")), ClipEncoder.load(tiny_settings(backend="torch"))
     yield onnx, torch_
     onnx.close()
     torch_.close()
@@ -69,18 +65,18 @@ def test_new_weights_or_library_versions_make_a_new_export_key(tiny_model_dir, t
     assert onnx_export.export_key(model_dir) != key
 
 
-def test_auto_falls_back_to_torch_when_the_onnx_export_fails(tiny_model_dir, monkeypatch, caplog):
+def test_auto_falls_back_to_torch_when_the_onnx_export_fails(tiny_settings, monkeypatch, caplog):
     monkeypatch.setattr(model_loading, "cached_towers", lambda *args: (_ for _ in ()).throw(OSError("disk full")))
     with caplog.at_level(logging.WARNING, logger="model_loading"):
-        encoder = load(tiny_model_dir)
+        encoder = ClipEncoder.load(tiny_settings())
     assert encoder.backend.name == "torch" and "falling back to torch" in caplog.text and "disk full" in caplog.text
     encoder.close()
 
 
-def test_an_explicit_onnx_backend_that_fails_stops_startup(tiny_model_dir, monkeypatch):
+def test_an_explicit_onnx_backend_that_fails_stops_startup(tiny_settings, monkeypatch):
     monkeypatch.setattr(model_loading, "cached_towers", lambda *args: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(ModelLoadError, match="CLIP_BACKEND=onnx.*disk full.*CLIP_CACHE_DIR"):
-        load(tiny_model_dir, backend="onnx")
+        ClipEncoder.load(tiny_settings(backend="onnx"))
 
 
 def test_fp16_is_refused_on_cpu():

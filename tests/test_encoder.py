@@ -102,8 +102,8 @@ def test_bad_image_bytes_are_reported_with_a_reason(tiny_encoder, data, message)
     assert message in tiny_encoder.encode_images([data]).errors[0]
 
 
-def test_an_image_over_the_pixel_limit_is_refused_before_decoding(tiny_model_dir):
-    encoder = ClipEncoder.load(Settings(model=str(tiny_model_dir), device="cpu", max_image_pixels=10_000))
+def test_an_image_over_the_pixel_limit_is_refused_before_decoding(tiny_settings):
+    encoder = ClipEncoder.load(tiny_settings(max_image_pixels=10_000))
     errors = encoder.encode_images([encode_image_bytes(photo_like(200, 100), "PNG")]).errors
     assert "CLIP_MAX_IMAGE_PIXELS" in errors[0]
 
@@ -118,9 +118,9 @@ def test_exif_orientation_is_applied_before_encoding(tiny_encoder):
     assert float(vectors[0] @ vectors[1]) >= 0.9999
 
 
-def test_loading_logs_one_line_naming_model_device_and_dimension(tiny_model_dir, caplog):
+def test_loading_logs_one_line_naming_model_device_and_dimension(tiny_model_dir, tiny_settings, caplog):
     with caplog.at_level(logging.INFO, logger="clip_encoder"):
-        encoder = ClipEncoder.load(Settings(model=str(tiny_model_dir), device="cpu"))
+        encoder = ClipEncoder.load(tiny_settings())
     assert encoder.ready
     line = next(record.getMessage() for record in caplog.records if "loaded" in record.getMessage())
     assert str(tiny_model_dir) in line and "cpu" in line and f"dimension {PROJECTION_DIM}" in line

@@ -5,7 +5,6 @@ import pytest
 from transformers import CLIPImageProcessorPil
 
 from clip_encoder import ClipEncoder
-from config import Settings
 from image_io import load_rgb_image
 from image_preprocess import ClipImageTransform
 from sample_images import encode_image_bytes, photo_like
@@ -42,12 +41,11 @@ def test_fast_path_is_within_0999_cosine_of_the_exact_path_on_photos(tiny_model_
     assert cosine(fast_pixels, exact_pixels) >= 0.999
 
 
-def test_fast_and_exact_settings_give_nearly_the_same_vectors(tiny_model_dir):
+def test_fast_and_exact_settings_give_nearly_the_same_vectors(tiny_settings):
     blob = encode_image_bytes(photo_like(3000, 2000, seed=11), quality=90)
     vectors = []
     for mode in ("fast", "exact"):
-        encoder = ClipEncoder.load(Settings(model=str(tiny_model_dir), device="cpu", image_preprocess=mode,
-                                            cache_dir=str(tiny_model_dir.parent / "cache")))
+        encoder = ClipEncoder.load(tiny_settings(image_preprocess=mode))
         vectors.append(encoder.encode_images([blob]).vectors[0])
         encoder.close()
     assert float(vectors[0] @ vectors[1]) >= 0.999

@@ -73,11 +73,10 @@ def test_the_json_log_format_writes_one_object_per_line_with_request_fields():
     assert entry["request_id"] == "req-1" and entry["status"] == 200 and entry["duration_ms"] == 3.5
 
 
-def test_a_request_that_waits_past_the_deadline_gets_a_503(tiny_model_dir, monkeypatch):
+def test_a_request_that_waits_past_the_deadline_gets_a_503(tiny_settings, monkeypatch):
     from clip_encoder import ClipEncoder
 
-    encoder = ClipEncoder.load(Settings(model=str(tiny_model_dir), device="cpu", request_timeout_s=1, text_cache_size=0,
-                                        cache_dir=str(tiny_model_dir.parent / "cache")))
+    encoder = ClipEncoder.load(tiny_settings(request_timeout_s=1, text_cache_size=0))
     real_encode, slow_pass_done = encoder.backend.encode_text, threading.Event()
 
     def slow_encode(*args):

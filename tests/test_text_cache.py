@@ -3,7 +3,6 @@
 import numpy as np
 
 from clip_encoder import ClipEncoder
-from config import Settings
 from text_cache import LruCache
 
 
@@ -22,10 +21,8 @@ def test_a_batch_mixing_cached_and_new_texts_keeps_input_order(tiny_encoder):
     assert np.array_equal(result.vectors[0], result.vectors[2])
 
 
-def test_cache_size_zero_keeps_nothing(tiny_model_dir):
-    settings = Settings(model=str(tiny_model_dir), device="cpu", text_cache_size=0,
-                        cache_dir=str(tiny_model_dir.parent / "cache"))
-    encoder = ClipEncoder.load(settings)
+def test_cache_size_zero_keeps_nothing(tiny_settings):
+    encoder = ClipEncoder.load(tiny_settings(text_cache_size=0))
     encoder.encode_texts(["red car", "red car"])
     encoder.encode_texts(["red car"])
     assert len(encoder.text_cache) == 0 and encoder.text_cache.hits == 0
