@@ -30,10 +30,8 @@ class MicroBatcher(Generic[Item, Result]):
         max_wait: float,
         max_queue: int,
         name: str,
-        on_batch: Callable[[str, int], None] | None = None,
     ) -> None:
-        self.name = name
-        self._on_batch = on_batch
+        self.on_batch: Callable[[int], None] | None = None  # told the size of every forward pass (metrics)
         self._run_batch = run_batch
         self._max_batch = max_batch
         self._max_wait = max_wait
@@ -120,6 +118,6 @@ class MicroBatcher(Generic[Item, Result]):
                     batch.append((item, future))
         if batch:
             self.batch_sizes.append(len(batch))
-            if self._on_batch is not None:
-                self._on_batch(self.name, len(batch))
+            if self.on_batch is not None:
+                self.on_batch(len(batch))
         return batch

@@ -61,9 +61,7 @@ class ClipEncoder:
         self._transform, self._draft_size = _image_preparation(settings.image_preprocess, parts.image_processor)
         self.text_cache: LruCache[TextEntry] = LruCache(settings.text_cache_size)
         self.request_timeout_s = settings.request_timeout_s
-        limits = {"max_batch": settings.batch_size, "max_wait": settings.batch_wait_ms / 1000,
-                  "max_queue": settings.queue_size, "on_batch": self._report_batch}
-        self.on_batch: Callable[[str, int], None] | None = None  # told of every forward pass (metrics)
+        limits = {"max_batch": settings.batch_size, "max_wait": settings.batch_wait_ms / 1000, "max_queue": settings.queue_size}
         self.text_batcher = MicroBatcher(self._encode_token_batch, name="text", **limits)
         self.image_batcher = MicroBatcher(self._encode_pixel_batch, name="image", **limits)
         self.ready = False
@@ -134,10 +132,6 @@ class ClipEncoder:
         truncated = [len(tokens) > self.context_length for tokens in token_lists]
         cut = [tokens[: self.context_length - 1] + tokens[-1:] if long else tokens for tokens, long in zip(token_lists, truncated)]
         return cut, truncated
-
-    def _report_batch(self, tower: str, size: int) -> None:
-        if self.on_batch is not None:
-            self.on_batch(tower, size)
 
     def _require_ready(self) -> None:
         if not self.ready:

@@ -40,10 +40,16 @@ class Metrics:
     def watch(self, encoder) -> None:
         """Follow this encoder: its forward passes feed the batch-size histogram; scrapes read its queues and cache."""
         self.encoder = encoder
-        encoder.on_batch = lambda tower, size: self.batch_size.labels(tower).observe(size)
+        for tower, batcher in towers(encoder):
+            batcher.on_batch = self.batch_size.labels(tower).observe
 
     def exposition(self) -> Response:
         return Response(generate_latest(self.registry), mimetype="text/plain; version=0.0.4")
+
+
+def towers(encoder) -> tuple:
+    """(tower name, its micro-batcher) for the metric labels."""
+    return ("text", encoder.text_batcher), ("image", encoder.image_batcher)
 
 
 class _EncoderCollector:
@@ -60,7 +66,7 @@ class _EncoderCollector:
         if encoder is None:
             return
         depth = GaugeMetricFamily("clip_queue_depth", "Items waiting for a forward pass", labels=["tower"])
-        for tower, batcher in (("text", encoder.text_batcher), ("image", encoder.image_batcher)):
+        for tower, batcher in towers(encoder):
             depth.add_metric([tower], batcher.depth)
         yield depth
         cache = CounterMetricFamily("clip_text_cache_lookups", "Text-vector cache lookups by result", labels=["result"])

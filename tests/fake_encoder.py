@@ -1,6 +1,7 @@
 """A deterministic stand-in for ClipEncoder, for tests of the HTTP layer only."""
 
 import hashlib
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -31,6 +32,8 @@ class FakeEncoder:
         self.ready = ready
         self.fail_with = fail_with
         self.calls: list[tuple[str, int]] = []
+        self.text_batcher = SimpleNamespace(depth=0, on_batch=None)  # what /metrics reads of a real encoder
+        self.image_batcher = SimpleNamespace(depth=0, on_batch=None)
 
     def encode_texts(self, texts):
         self._maybe_fail()
