@@ -15,14 +15,14 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from backends import Backend
-from batching import MicroBatcher
+from clip_vectorize.inference.backends import Backend
+from clip_vectorize.inference.batching import MicroBatcher
 from config import Settings
-from errors import InvalidImageError, ModelNotReadyError
-from image_io import load_rgb_image
-from image_preprocess import ClipImageTransform
-from model_loading import ModelParts, build_backend, load_model_parts, pick_device, resolve_model_source
-from text_cache import LruCache
+from clip_vectorize.errors import InvalidImageError, ModelNotReadyError
+from clip_vectorize.inference.image_io import load_rgb_image
+from clip_vectorize.inference.image_preprocess import ClipImageTransform
+from clip_vectorize.inference.model_loading import ModelParts, build_backend, load_model_parts, pick_device, resolve_model_source
+from clip_vectorize.inference.text_cache import LruCache
 
 logger = logging.getLogger(__name__)
 

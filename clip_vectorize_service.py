@@ -17,22 +17,22 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, jsonify
 from transformers.utils import logging as transformers_logging
 
-from access_control import install_api_key, install_cors
+from clip_vectorize.web.access_control import install_api_key, install_cors
 from clip_encoder import ClipEncoder
 from config import Settings
-from errors import InvalidImageError, ModelNotReadyError
-from http_errors import RETRY_AFTER_SECONDS, register_error_handlers
-from model_loading import resolve_model_source
-from observability import Metrics, install_request_tracking
-from request_parsing import image_list_inputs, json_object, require_list, require_text, single_image_input
-from url_fetch import UrlPolicy
+from clip_vectorize.errors import InvalidImageError, ModelNotReadyError
+from clip_vectorize.web.http_errors import RETRY_AFTER_SECONDS, register_error_handlers
+from clip_vectorize.inference.model_loading import resolve_model_source
+from clip_vectorize.web.observability import Metrics, install_request_tracking
+from clip_vectorize.web.request_parsing import image_list_inputs, json_object, require_list, require_text, single_image_input
+from clip_vectorize.url_fetch import UrlPolicy
 
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = "clip-vectorize"
 PROJECT_DIR = Path(__file__).resolve().parent
 GUNICORN_CONFIG = PROJECT_DIR / "deploy" / "gunicorn.conf.py"
-OPENAPI_DOCUMENT = PROJECT_DIR / "openapi.json"
+OPENAPI_DOCUMENT = PROJECT_DIR / "clip_vectorize" / "web" / "openapi.json"
 WORKER_BOOT_ERROR = 3  # gunicorn's arbiter stops (rather than respawning forever) when a worker exits with 3
 
 api = Blueprint("api", __name__)

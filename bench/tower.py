@@ -19,8 +19,8 @@ import numpy as np
 
 from clip_encoder import ClipEncoder
 from config import Settings
-from image_io import load_rgb_image
-from image_preprocess import ClipImageTransform
+from clip_vectorize.inference.image_io import load_rgb_image
+from clip_vectorize.inference.image_preprocess import ClipImageTransform
 
 TEXT_TOKENS = 12  # a typical search query: start token, 10 BPE tokens, end token
 

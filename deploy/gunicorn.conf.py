@@ -47,7 +47,7 @@ logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "service": {"()": "log_format.JsonFormatter"} if _json_logs
+        "service": {"()": "clip_vectorize.log_format.JsonFormatter"} if _json_logs
         else {"format": "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"},
     },
     "handlers": {"stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "service"}},

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import numpy as np
 
 from clip_encoder import ImageVectors, TextVectors
-from errors import InvalidImageError, ModelNotReadyError
-from image_io import load_rgb_image
+from clip_vectorize.errors import InvalidImageError, ModelNotReadyError
+from clip_vectorize.inference.image_io import load_rgb_image
 
 DIMENSION = 8
 

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-import model_loading
-import onnx_export
+from clip_vectorize.inference import model_loading
+from clip_vectorize.inference import onnx_export
 from clip_encoder import ClipEncoder, group_by_length
 from config import Settings
-from errors import ModelLoadError
-from model_loading import pick_backend
+from clip_vectorize.errors import ModelLoadError
+from clip_vectorize.inference.model_loading import pick_backend
 from sample_images import encode_image_bytes, photo_like
 
 TEXTS = ["红色的宝马SUV", "a red car", "hello", "white sedan parked in the city at night", "x " * 60]

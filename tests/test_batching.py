@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from batching import MicroBatcher
-from errors import OverloadedError
+from clip_vectorize.inference.batching import MicroBatcher
+from clip_vectorize.errors import OverloadedError
 
 
 def make_batcher(run_batch=None, **limits):

@@ -10,8 +10,8 @@ from transformers import CLIPModel, CLIPProcessor
 
 from clip_encoder import ClipEncoder
 from config import DEFAULT_MODEL, Settings
-from errors import InvalidImageError, ModelLoadError
-from model_loading import pick_device, resolve_model_source
+from clip_vectorize.errors import InvalidImageError, ModelLoadError
+from clip_vectorize.inference.model_loading import pick_device, resolve_model_source
 from sample_images import encode_image_bytes, photo_like
 from tiny_clip import CONTEXT_LENGTH, PROJECTION_DIM
 
@@ -163,7 +163,7 @@ def test_reference_project_model_dir_is_used_when_clip_model_is_unset(tmp_path):
 
 
 def test_bad_image_input_to_the_single_image_path_raises_a_typed_error():
-    from image_io import decode_base64_image
+    from clip_vectorize.inference.image_io import decode_base64_image
 
     with pytest.raises(InvalidImageError, match="base64"):
         decode_base64_image("this is not base64!")

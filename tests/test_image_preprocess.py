@@ -5,8 +5,8 @@ import pytest
 from transformers import CLIPImageProcessorPil
 
 from clip_encoder import ClipEncoder
-from image_io import load_rgb_image
-from image_preprocess import ClipImageTransform
+from clip_vectorize.inference.image_io import load_rgb_image
+from clip_vectorize.inference.image_preprocess import ClipImageTransform
 from sample_images import encode_image_bytes, photo_like
 
 

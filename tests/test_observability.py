@@ -10,8 +10,8 @@ import pytest
 
 from clip_vectorize_service import create_app
 from config import Settings
-from errors import DeadlineExceededError
-from log_format import JsonFormatter
+from clip_vectorize.errors import DeadlineExceededError
+from clip_vectorize.log_format import JsonFormatter
 
 SECRET_QUERY = "my very private search 私密"
 
@@ -95,7 +95,7 @@ def test_a_request_that_waits_past_the_deadline_gets_a_503(tiny_settings, monkey
 
 
 def test_a_deadline_withdraws_queued_items_so_the_model_skips_them():
-    from batching import MicroBatcher
+    from clip_vectorize.inference.batching import MicroBatcher
 
     gate, seen = threading.Event(), []
     batcher = MicroBatcher(lambda items: (gate.wait(5), seen.extend(items), items)[2], max_batch=1, max_wait=0,

@@ -22,7 +22,7 @@ from schemathesis.specs.openapi.checks import (
 from clip_vectorize_service import create_app
 from config import Settings
 
-DOCUMENT = Path(__file__).resolve().parent.parent / "openapi.json"
+DOCUMENT = Path(__file__).resolve().parent.parent / "clip_vectorize" / "web" / "openapi.json"
 SPEC = json.loads(DOCUMENT.read_text(encoding="utf-8"))
 API_KEY = "test-key-0123456789"
 CONFORMANCE_CHECKS = [

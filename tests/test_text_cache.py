@@ -3,7 +3,7 @@
 import numpy as np
 
 from clip_encoder import ClipEncoder
-from text_cache import LruCache
+from clip_vectorize.inference.text_cache import LruCache
 
 
 def test_a_repeated_text_is_served_from_the_cache_without_a_forward_pass(tiny_encoder):

@@ -17,9 +17,9 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 from PIL import Image
 
-import url_fetch
-from errors import UrlFetchError, UrlRefusedError
-from url_fetch import UrlPolicy, fetch_image_bytes
+from clip_vectorize import url_fetch
+from clip_vectorize.errors import UrlFetchError, UrlRefusedError
+from clip_vectorize.url_fetch import UrlPolicy, fetch_image_bytes
 
 
 def _png_bytes() -> bytes:

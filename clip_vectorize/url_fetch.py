@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from urllib.parse import SplitResult, quote, urljoin, urlsplit
 
-from errors import UrlFetchError, UrlRefusedError
+from clip_vectorize.errors import UrlFetchError, UrlRefusedError
 
 logger = logging.getLogger(__name__)
 

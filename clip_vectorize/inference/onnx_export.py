@@ -25,7 +25,7 @@ import transformers
 from onnxruntime.transformers import optimizer
 from transformers import CLIPConfig, CLIPModel
 
-from backends import ImageTower, TextTower
+from clip_vectorize.inference.backends import ImageTower, TextTower
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +67,8 @@ def cached_towers(model_dir: Path, cache_dir: Path) -> Path:
 def export_in_child_process(model_dir: Path, out_dir: Path) -> None:
     """Export in a short-lived process: the torch weights and export buffers (3+ GB for ViT-B/32) leave with it,
     instead of staying in the worker's peak memory for its whole life."""
-    done = subprocess.run([sys.executable, "-m", "onnx_export", str(model_dir), str(out_dir)],
-                          cwd=Path(__file__).resolve().parent, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", __name__, str(model_dir), str(out_dir)],
+                          cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True)
     if done.returncode != 0:
         last_line = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
         raise RuntimeError(f"ONNX export failed: {last_line}")
@@ -106,5 +106,5 @@ def _fuse(path: Path, num_heads: int, hidden_size: int) -> None:
     fused.save_model_to_file(str(path), use_external_data_format=False)
 
 
-if __name__ == "__main__":  # python -m onnx_export MODEL_DIR OUT_DIR (what export_in_child_process runs)
+if __name__ == "__main__":  # python -m clip_vectorize.inference.onnx_export MODEL_DIR OUT_DIR (what export_in_child_process runs)
     export_towers(Path(sys.argv[1]), Path(sys.argv[2]))

@@ -15,10 +15,10 @@ import torch
 from huggingface_hub import snapshot_download
 from transformers import AutoTokenizer, CLIPConfig, CLIPImageProcessorPil, CLIPModel
 
-from backends import Backend, OnnxBackend, TorchBackend
+from clip_vectorize.inference.backends import Backend, OnnxBackend, TorchBackend
 from config import DEFAULT_MODEL, Settings
-from errors import ModelLoadError
-from onnx_export import cached_towers
+from clip_vectorize.errors import ModelLoadError
+from clip_vectorize.inference.onnx_export import cached_towers
 
 logger = logging.getLogger(__name__)
 

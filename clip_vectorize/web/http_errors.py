@@ -7,7 +7,7 @@ import logging
 from flask import Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from errors import DeadlineExceededError, EncoderError, InvalidImageError, ModelNotReadyError, OverloadedError
+from clip_vectorize.errors import DeadlineExceededError, EncoderError, InvalidImageError, ModelNotReadyError, OverloadedError
 
 logger = logging.getLogger(__name__)
 

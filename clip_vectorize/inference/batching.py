@@ -15,7 +15,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Generic, TypeVar
 
-from errors import DeadlineExceededError, OverloadedError
+from clip_vectorize.errors import DeadlineExceededError, OverloadedError
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")

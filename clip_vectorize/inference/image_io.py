@@ -12,7 +12,7 @@ import numpy as np
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from errors import InvalidImageError
+from clip_vectorize.errors import InvalidImageError
 
 
 def decode_base64_image(value: object) -> bytes:

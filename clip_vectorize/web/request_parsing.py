@@ -9,10 +9,10 @@ from __future__ import annotations
 from flask import current_app, request
 
 from config import Settings
-from errors import InvalidImageError
-from http_errors import ApiError
-from image_io import decode_base64_image
-from url_fetch import fetch_image_bytes
+from clip_vectorize.errors import InvalidImageError
+from clip_vectorize.web.http_errors import ApiError
+from clip_vectorize.inference.image_io import decode_base64_image
+from clip_vectorize.url_fetch import fetch_image_bytes
 
 ImageInput = bytes | InvalidImageError  # raw bytes, or why the input could not be read as bytes
 

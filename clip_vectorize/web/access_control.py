@@ -6,7 +6,7 @@ import hmac
 
 from flask import Flask, Response, request
 
-from http_errors import ApiError
+from clip_vectorize.web.http_errors import ApiError
 
 OPEN_ENDPOINTS = {"api.health", "api.metrics", "api.openapi"}  # probes and scrapers need no key
 

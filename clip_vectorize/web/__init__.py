@@ -1,0 +1,1 @@
+"""The HTTP face: blueprints, request parsing, errors, access control, observability. No torch here."""
