@@ -1,112 +1,167 @@
-"""Service settings: one typed, immutable object built from environment variables.
+"""Settings: typed, immutable objects built from environment variables, each setting declared once.
 
-Nothing here touches the filesystem or the network; `Settings.from_env()` only
-parses and validates, so a bad value stops start-up with a message naming the
-variable. Process settings (bind address, workers, threads) belong to
-gunicorn and live in `deploy/gunicorn.conf.py`.
+A setting is one `setting(...)` line: its environment variable, default, documentation and limits; its
+parser follows from the field's type, so an int can only arrive as an int. Nothing here touches the
+filesystem or the network, and importing reads no environment: `from_env()` only parses and validates,
+so a bad value stops start-up with a message naming the variable.
+
+`Settings` is what the app needs; `ServerSettings` is what gunicorn needs (`deploy/gunicorn.conf.py`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import Field, dataclass, field, fields
+from typing import Any, TypeVar
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
-DEVICES = ("auto", "cpu", "cuda")
-BACKENDS = ("auto", "onnx", "torch")
-PRECISIONS = ("fp32", "fp16")
-IMAGE_PREPROCESSING = ("fast", "exact")
+SettingsType = TypeVar("SettingsType", bound="EnvSettings")
+
+
+def setting(env: str, default: Any, doc: str, *, choices: tuple[str, ...] = (), minimum: int | None = None,
+            secret: bool = False) -> Any:
+    """Declare a setting: environment variable, default, one line of documentation, and what values are allowed."""
+    return field(default=default, repr=not secret,
+                 metadata={"env": env, "doc": doc, "choices": choices, "minimum": minimum})
+
+
+class EnvSettings:
+    """Building and validating a settings dataclass from its declared fields."""
+
+    @classmethod
+    def from_env(cls: type[SettingsType], env: Mapping[str, str] | None = None) -> SettingsType:
+        """Build from `env` (default: the process environment); unset or empty means the default."""
+        env = os.environ if env is None else env
+        types_by_name = typing.get_type_hints(cls)
+        values = {}
+        for declared in fields(cls):  # type: ignore[arg-type]
+            raw = env.get(declared.metadata["env"], "").strip()
+            if raw:
+                values[declared.name] = parse_value(declared, raw, types_by_name[declared.name])
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        for declared in fields(self):  # type: ignore[arg-type]
+            _validate(self, declared)
 
 
 @dataclass(frozen=True)
-class Settings:
-    """What the app needs to know; each field maps to one environment variable (see `ENV_VARS`)."""
+class Settings(EnvSettings):
+    """What the app needs to know. Process settings (bind address, workers, threads) are in `ServerSettings`."""
 
-    model: str | None = None  # HF id or local directory; None: reference project, then DEFAULT_MODEL
-    reference_project: str | None = None  # legacy: $CLIP_REFERENCE_PROJECT/clip-vit-base-patch32/
-    device: str = "auto"
-    backend: str = "auto"  # auto: ONNX Runtime on CPU, torch on CUDA
-    precision: str = "fp32"  # fp16 only with torch on CUDA
-    cache_dir: str = "~/.cache/clip-vectorize"  # exported ONNX models live here, keyed by model and versions
-    image_preprocess: str = "fast"  # fast: JPEG draft decode + resize; exact: transformers' CLIPImageProcessor
-    batch_size: int = 32  # the most items one forward pass takes
-    batch_wait_ms: int = 2  # how long the first item of a batch waits for others to join it
-    queue_size: int = 64  # items waiting for each tower; beyond this a request is refused (503) at once
-    text_cache_size: int = 10_000  # text vectors kept (LRU); 0 turns the cache off
-    inference_threads: int = 0  # threads per forward pass; 0: one per CPU core
-    max_request_bytes: int = 32 * 1024 * 1024  # whole HTTP body; larger is a 413
-    max_batch_items: int = 256  # texts or images in one /encode-texts or /encode-images call
-    max_image_pixels: int = 64_000_000  # width x height; larger is refused before decoding
-    max_text_chars: int = 10_000  # longer texts are refused (CLIP reads 77 tokens, a few hundred characters)
-    request_timeout_s: int = 30  # how long a request may wait for the model before a 503
-    api_key: str | None = field(default=None, repr=False)  # when set, encode endpoints need `Authorization: Bearer <key>`
-    cors_origins: tuple[str, ...] = ()  # origins allowed to call from a browser; empty: no CORS headers
-    allow_image_urls: bool = False  # accept {"url": ...} on the image endpoints
-    url_allowed_hosts: tuple[str, ...] = ()  # trusted hosts exempt from the public-address check
-    url_max_bytes: int = 20 * 1024 * 1024  # most bytes fetched from one image URL
-    url_timeout_s: int = 10  # connect and read timeout for image URLs
+    # The ops guide's names (DEVICE, BATCH_SIZE, CLIP_REFERENCE_PROJECT) are kept so deployments move over unchanged.
+    model: str | None = setting(
+        "CLIP_MODEL", None, "Hugging Face id or local directory in Hugging Face format; unset: the legacy "
+        f"reference project's model, else {DEFAULT_MODEL}")
+    reference_project: str | None = setting(
+        "CLIP_REFERENCE_PROJECT", None, "Legacy: with CLIP_MODEL unset, $CLIP_REFERENCE_PROJECT/clip-vit-base-patch32/")
+    device: str = setting("DEVICE", "auto", "auto (CUDA when torch sees a GPU), cpu or cuda",
+                          choices=("auto", "cpu", "cuda"))
+    backend: str = setting("CLIP_BACKEND", "auto", "auto (ONNX Runtime on CPU, torch on CUDA), onnx or torch",
+                           choices=("auto", "onnx", "torch"))
+    precision: str = setting("CLIP_PRECISION", "fp32", "fp32, or fp16 with torch on CUDA", choices=("fp32", "fp16"))
+    cache_dir: str = setting("CLIP_CACHE_DIR", "~/.cache/clip-vectorize",
+                             "Where ONNX exports are cached, keyed by model and library versions")
+    image_preprocess: str = setting(
+        "CLIP_IMAGE_PREPROCESS", "fast",
+        "fast: JPEG draft decode + resize in numpy; exact: transformers' CLIPImageProcessor", choices=("fast", "exact"))
+    batch_size: int = setting("BATCH_SIZE", 32, "The most items one forward pass takes", minimum=1)
+    batch_wait_ms: int = setting("CLIP_BATCH_WAIT_MS", 2, "How long the first item of a batch waits for others",
+                                 minimum=0)
+    queue_size: int = setting("CLIP_QUEUE_SIZE", 64, "Items that may wait for each tower; beyond: 503 at once",
+                              minimum=1)
+    text_cache_size: int = setting("CLIP_TEXT_CACHE_SIZE", 10_000, "Text vectors kept (LRU); 0 turns the cache off",
+                                   minimum=0)
+    inference_threads: int = setting("CLIP_INFERENCE_THREADS", 0, "Threads per forward pass; 0: one per CPU core",
+                                     minimum=0)
+    max_request_bytes: int = setting("CLIP_MAX_REQUEST_BYTES", 32 * 1024 * 1024, "Largest HTTP body (413 beyond)",
+                                     minimum=1)
+    max_batch_items: int = setting("CLIP_MAX_BATCH_ITEMS", 256, "Texts or images in one batch call (400 beyond)",
+                                   minimum=1)
+    max_image_pixels: int = setting("CLIP_MAX_IMAGE_PIXELS", 64_000_000, "Width x height; larger is refused unread",
+                                    minimum=1)
+    max_text_chars: int = setting("CLIP_MAX_TEXT_CHARS", 10_000, "Longest text in characters (400 beyond)", minimum=1)
+    request_timeout_s: int = setting("CLIP_REQUEST_TIMEOUT_S", 30, "How long a request may wait for the model (503)",
+                                     minimum=1)
+    api_key: str | None = setting("CLIP_SERVICE_API_KEY", None,
+                                  "When set, encode endpoints need `Authorization: Bearer <key>`", secret=True)
+    cors_origins: tuple[str, ...] = setting("CLIP_CORS_ORIGINS", (), "Browser origins allowed to call; empty: no CORS")
+    allow_image_urls: bool = setting("CLIP_ALLOW_IMAGE_URLS", False, "Accept {\"url\": ...} on the image endpoints")
+    url_allowed_hosts: tuple[str, ...] = setting("CLIP_URL_ALLOWED_HOSTS", (),
+                                                 "Trusted hosts exempt from the public-address check")
+    url_max_bytes: int = setting("CLIP_URL_MAX_BYTES", 20 * 1024 * 1024, "Most bytes fetched from one image URL",
+                                 minimum=1)
+    url_timeout_s: int = setting("CLIP_URL_TIMEOUT_S", 10, "Connect and read timeout for image URLs", minimum=1)
 
     def __post_init__(self) -> None:
-        for name, allowed in _CHOICES.items():
-            value = getattr(self, name).lower()
-            object.__setattr__(self, name, value)
-            if value not in allowed:
-                raise ValueError(f"{ENV_VARS[name]} must be one of {', '.join(allowed)}; got {value!r}")
-        for name in _POSITIVE:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{ENV_VARS[name]} must be a positive integer; got {getattr(self, name)}")
-        for name in _NON_NEGATIVE:
-            if getattr(self, name) < 0:
-                raise ValueError(f"{ENV_VARS[name]} must be 0 or more; got {getattr(self, name)}")
+        super().__post_init__()
         if self.precision == "fp16" and (self.device == "cpu" or self.backend == "onnx"):
             raise ValueError("CLIP_PRECISION=fp16 needs the torch backend on CUDA; CPU and ONNX run fp32")
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from `env` (default: the process environment); unset or empty means default."""
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for setting in fields(cls):
-            raw = env.get(ENV_VARS[setting.name], "").strip()
-            if raw:
-                values[setting.name] = _PARSERS.get(setting.type, _parse_str)(raw, ENV_VARS[setting.name])
-        return cls(**values)
+
+@dataclass(frozen=True)
+class ServerSettings(EnvSettings):
+    """What gunicorn needs (`deploy/gunicorn.conf.py`); the app never reads these."""
+
+    host: str = setting("CLIP_SERVICE_HOST", "0.0.0.0", "Address gunicorn binds (IPv6 too)")
+    port: int = setting("CLIP_SERVICE_PORT", 5001, "Port gunicorn binds", minimum=1)
+    workers: int = setting("CLIP_WORKERS", 1, "gunicorn worker processes, each with its own model", minimum=1)
+    threads: int = setting("CLIP_THREADS", 0, "Threads per worker; 0: CLIP_QUEUE_SIZE + BATCH_SIZE + 32", minimum=0)
+    timeout: int = setting("CLIP_TIMEOUT", 180, "Seconds a worker may stay silent before gunicorn restarts it; "
+                           "0: never", minimum=0)
+    log_level: str = setting("CLIP_LOG_LEVEL", "INFO", "Log level",
+                             choices=("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "NOTSET"))
+    log_format: str = setting("CLIP_LOG_FORMAT", "text", "text, or json: one JSON object per line",
+                              choices=("text", "json"))
+
+    @property
+    def bind(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-# Field name -> environment variable. The ops guide's names (DEVICE, BATCH_SIZE,
-# CLIP_REFERENCE_PROJECT) are kept so existing deployments move over unchanged.
-ENV_VARS = {
-    "model": "CLIP_MODEL",
-    "reference_project": "CLIP_REFERENCE_PROJECT",
-    "device": "DEVICE",
-    "backend": "CLIP_BACKEND",
-    "precision": "CLIP_PRECISION",
-    "cache_dir": "CLIP_CACHE_DIR",
-    "image_preprocess": "CLIP_IMAGE_PREPROCESS",
-    "batch_size": "BATCH_SIZE",
-    "batch_wait_ms": "CLIP_BATCH_WAIT_MS",
-    "queue_size": "CLIP_QUEUE_SIZE",
-    "text_cache_size": "CLIP_TEXT_CACHE_SIZE",
-    "inference_threads": "CLIP_INFERENCE_THREADS",
-    "max_request_bytes": "CLIP_MAX_REQUEST_BYTES",
-    "max_batch_items": "CLIP_MAX_BATCH_ITEMS",
-    "max_image_pixels": "CLIP_MAX_IMAGE_PIXELS",
-    "max_text_chars": "CLIP_MAX_TEXT_CHARS",
-    "request_timeout_s": "CLIP_REQUEST_TIMEOUT_S",
-    "api_key": "CLIP_SERVICE_API_KEY",
-    "cors_origins": "CLIP_CORS_ORIGINS",
-    "allow_image_urls": "CLIP_ALLOW_IMAGE_URLS",
-    "url_allowed_hosts": "CLIP_URL_ALLOWED_HOSTS",
-    "url_max_bytes": "CLIP_URL_MAX_BYTES",
-    "url_timeout_s": "CLIP_URL_TIMEOUT_S",
-}
+def environment_variables(*classes: type[EnvSettings]) -> dict[str, Field]:
+    """Environment variable -> its declared field, for documentation and its tests."""
+    return {declared.metadata["env"]: declared for cls in classes for declared in fields(cls)}  # type: ignore[arg-type]
 
-_CHOICES = {"device": DEVICES, "backend": BACKENDS, "precision": PRECISIONS, "image_preprocess": IMAGE_PREPROCESSING}
-_POSITIVE = ("batch_size", "queue_size", "max_request_bytes", "max_batch_items", "max_image_pixels", "max_text_chars",
-             "request_timeout_s", "url_max_bytes", "url_timeout_s")
-_NON_NEGATIVE = ("batch_wait_ms", "text_cache_size", "inference_threads")
+
+# ---------------------------------------------------------------- parsing and validation
+
+
+def parse_value(declared: Field, raw: str, kind: Any) -> Any:
+    """The value of `raw` for a field of type `kind`; a type with no parser is a programming error."""
+    parser = _PARSERS.get(_without_none(kind))
+    if parser is None:
+        raise TypeError(f"setting {declared.name} has type {kind}, which has no parser")
+    return parser(raw, declared.metadata["env"])
+
+
+def _validate(settings: EnvSettings, declared: Field) -> None:
+    env, value = declared.metadata["env"], getattr(settings, declared.name)
+    choices, minimum = declared.metadata["choices"], declared.metadata["minimum"]
+    if choices:
+        value = _canonical_choice(value, choices)
+        object.__setattr__(settings, declared.name, value)
+        if value not in choices:
+            raise ValueError(f"{env} must be one of {', '.join(choices)}; got {value!r}")
+    if minimum is not None and value < minimum:
+        rule = "a positive integer" if minimum == 1 else f"{minimum} or more"
+        raise ValueError(f"{env} must be {rule}; got {value}")
+
+
+def _canonical_choice(value: str, choices: tuple[str, ...]) -> str:
+    """Choices match without regard to case and come back spelled as declared."""
+    return next((choice for choice in choices if choice.lower() == value.lower()), value)
+
+
+def _without_none(kind: Any) -> Any:
+    """`str | None` parses as `str`: None is only ever the default, never something to write in the environment."""
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        options = [option for option in typing.get_args(kind) if option is not type(None)]
+        return options[0] if len(options) == 1 else kind
+    return kind
 
 
 def _parse_int(raw: str, var: str) -> int:
@@ -114,6 +169,13 @@ def _parse_int(raw: str, var: str) -> int:
         return int(raw.replace("_", ""))
     except ValueError:
         raise ValueError(f"{var} must be an integer; got {raw!r}") from None
+
+
+def _parse_float(raw: str, var: str) -> float:
+    try:
+        return float(raw.replace("_", ""))
+    except ValueError:
+        raise ValueError(f"{var} must be a number; got {raw!r}") from None
 
 
 def _parse_bool(raw: str, var: str) -> bool:
@@ -132,4 +194,6 @@ def _parse_str(raw: str, var: str) -> str:
     return raw
 
 
-_PARSERS = {"int": _parse_int, "bool": _parse_bool, "tuple[str, ...]": _parse_list}
+_PARSERS: dict[Any, Callable[[str, str], Any]] = {
+    int: _parse_int, float: _parse_float, bool: _parse_bool, str: _parse_str, tuple[str, ...]: _parse_list,
+}

@@ -35,7 +35,8 @@ class Sample:
 class Clients:
     """N threads, one connection each, taking the next body from a shared cycle until the deadline."""
 
-    def __init__(self, host: str, port: int, scenario: Scenario, bodies: list[bytes], content_type: str, dimension: int):
+    def __init__(self, host: str, port: int, scenario: Scenario, bodies: list[bytes], content_type: str,
+                 dimension: int):
         self.host, self.port, self.scenario, self.dimension = host, port, scenario, dimension
         self.headers = {"Content-Type": content_type}
         self._bodies = itertools.cycle(bodies)

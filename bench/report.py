@@ -17,7 +17,8 @@ def machine_info() -> dict:
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "?")
     meminfo = Path("/proc/meminfo").read_text().split()
     ram_gib = int(meminfo[meminfo.index("MemTotal:") + 1]) / 1024**2
-    versions = {name: _version(name) for name in ("torch", "onnxruntime", "transformers", "gunicorn", "flask", "pillow")}
+    versions = {name: _version(name)
+                for name in ("torch", "onnxruntime", "transformers", "gunicorn", "flask", "pillow")}
     return {"cpu": model, "cores": len(os.sched_getaffinity(0)), "ram_gib": round(ram_gib, 1),
             "python": platform.python_version(), **versions}
 
@@ -61,7 +62,8 @@ def render(results: dict) -> str:
 
 
 def _scenario_table(names: list[str], naive: dict, ours: dict) -> str:
-    header = ("scenario", "unit", "naive/s", "ours/s", "ours/naive", "naive p50/p95 ms", "ours p50/p95 ms", "p50 ours/naive")
+    header = ("scenario", "unit", "naive/s", "ours/s", "ours/naive", "naive p50/p95 ms", "ours p50/p95 ms",
+              "p50 ours/naive")
     rows = [header]
     for name in names:
         n, o = naive.get(name, {}), ours.get(name, {})
@@ -69,7 +71,8 @@ def _scenario_table(names: list[str], naive: dict, ours: dict) -> str:
                      _ratio(o.get("items_per_s"), n.get("items_per_s")), _p50_p95(n), _p50_p95(o),
                      _ratio(o.get("p50_ms"), n.get("p50_ms"))))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join("  ".join(cell.rjust(w) if i > 1 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+    return "\n".join("  ".join(cell.rjust(w) if i > 1 else cell.ljust(w)
+                               for i, (cell, w) in enumerate(zip(row, widths)))
                      for row in rows)
 
 

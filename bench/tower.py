@@ -16,18 +16,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from transformers import CLIPImageProcessorPil
 
 from clip_encoder import ClipEncoder
-from config import Settings
 from clip_vectorize.inference.image_io import load_rgb_image
-from clip_vectorize.inference.image_preprocess import ClipImageTransform
+from clip_vectorize.inference.image_path import image_preparation
+from config import Settings
 
 TEXT_TOKENS = 12  # a typical search query: start token, 10 BPE tokens, end token
 
 
 def load_encoder(model: str, backend: str) -> ClipEncoder:
     """The encoder as the service builds it (CLIP_* settings from the environment), with this model and backend."""
-    return ClipEncoder.load(Settings.from_env({**os.environ, "CLIP_MODEL": model, "DEVICE": "cpu", "CLIP_BACKEND": backend}))
+    return ClipEncoder.load(Settings.from_env({**os.environ, "CLIP_MODEL": model, "DEVICE": "cpu",
+                                               "CLIP_BACKEND": backend}))
 
 
 def timed(call: Callable[[], object], warmups: int, iterations: int) -> list[float]:
@@ -64,15 +66,16 @@ def measure(encoder: ClipEncoder, image_iterations: int, text_iterations: int) -
     }
 
 
-def measure_preprocessing(encoder: ClipEncoder, jpeg: Path, iterations: int) -> dict:
+def measure_preprocessing(encoder: ClipEncoder, model: str, jpeg: Path, iterations: int) -> dict:
     """The 12 MP JPEG through each path: time per image, and cosine of the fast path's vector to the exact one's."""
     blob = jpeg.read_bytes()
-    processor = encoder.image_processor
-    transform = ClipImageTransform.from_processor(processor)
-    paths = {
-        "exact": lambda: processor(images=[load_rgb_image(blob, encoder.max_image_pixels)], return_tensors="np")["pixel_values"][0],
-        "fast": lambda: transform(load_rgb_image(blob, encoder.max_image_pixels, transform.draft_size)),
-    }
+    processor = CLIPImageProcessorPil.from_pretrained(model, local_files_only=True)
+    max_pixels = encoder.image.max_pixels
+    paths = {}
+    for mode in ("exact", "fast"):
+        transform, draft_size = image_preparation(mode, processor)
+        paths[mode] = (lambda transform=transform, draft_size=draft_size:
+                       transform(load_rgb_image(blob, max_pixels, draft_size)))
     result = {f"{name}_ms": statistics.median(timed(path, 1, iterations)) * 1000 for name, path in paths.items()}
     vectors = encoder.backend.encode_image(np.stack([paths["exact"](), paths["fast"]()]).astype(np.float32))
     result["fast_vs_exact_cosine"] = float(vectors[0] @ vectors[1])
@@ -89,10 +92,10 @@ def main() -> None:
     args = parser.parse_args()
     began = time.perf_counter()
     encoder = load_encoder(args.model, args.backend)
-    result = {"backend": encoder.backend.name, "load_s": time.perf_counter() - began}
+    result = {"backend": encoder.backend_name, "load_s": time.perf_counter() - began}
     result.update(measure(encoder, args.image_iterations, args.text_iterations))
     if args.jpeg:
-        result["preprocessing"] = measure_preprocessing(encoder, args.jpeg, iterations=5)
+        result["preprocessing"] = measure_preprocessing(encoder, args.model, args.jpeg, iterations=5)
     print(json.dumps(result))
 
 

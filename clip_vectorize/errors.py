@@ -13,10 +13,6 @@ class InvalidImageError(EncoderError):
     """The bytes given are not an image we can decode (or are too large to decode safely)."""
 
 
-class InvalidTextError(EncoderError):
-    """A text input is unusable: not a string, or empty once whitespace is stripped."""
-
-
 class ModelNotReadyError(EncoderError):
     """The model is not loaded and warmed up yet, or no longer."""
 

@@ -81,7 +81,7 @@ class _Target:
         return host if self.port == _DEFAULT_PORTS[self.scheme] else f"{host}:{self.port}"
 
 
-def fetch_image_bytes(url: str, policy: UrlPolicy) -> bytes:
+def fetch_image_bytes(url: object, policy: UrlPolicy) -> bytes:
     """GET `url` and return its body, following redirects; every hop is checked before anything connects to it.
 
     Raises UrlRefusedError when policy forbids a URL, UrlFetchError when an allowed one cannot be fetched.
@@ -95,7 +95,7 @@ def fetch_image_bytes(url: str, policy: UrlPolicy) -> bytes:
         result = _fetch_hop(target, addresses, policy, deadline)
         if isinstance(result, bytes):
             return result
-        url, what = urljoin(url, result), "image URL redirect"
+        url, what = urljoin(str(url), result), "image URL redirect"  # str: _parse_url accepted it
     raise UrlFetchError(f"image URL redirected more than {policy.max_redirects} times; give the final URL instead")
 
 

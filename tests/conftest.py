@@ -1,3 +1,5 @@
+"""Fixtures every test may use: tiny CLIP checkpoints built once per run, settings for them, a loaded encoder."""
+
 import os
 from pathlib import Path
 
@@ -8,8 +10,7 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 import pytest
 
-from service_process import build_small_clip  # noqa: E402
-from tiny_clip import build_tiny_clip  # noqa: E402
+from support.models import build_small_clip, build_tiny_clip
 
 
 @pytest.fixture(scope="session")
@@ -23,8 +24,8 @@ def tiny_settings(tiny_model_dir):
     from config import Settings
 
     def settings(**overrides) -> Settings:
-        return Settings(**{"model": str(tiny_model_dir), "device": "cpu", "cache_dir": str(tiny_model_dir.parent / "cache"),
-                           **overrides})
+        return Settings(**{"model": str(tiny_model_dir), "device": "cpu",
+                           "cache_dir": str(tiny_model_dir.parent / "cache"), **overrides})
 
     return settings
 
@@ -33,7 +34,9 @@ def tiny_settings(tiny_model_dir):
 def tiny_encoder(tiny_settings):
     from clip_encoder import ClipEncoder
 
-    return ClipEncoder.load(tiny_settings(batch_size=4))
+    encoder = ClipEncoder.load(tiny_settings(batch_size=4))
+    yield encoder
+    encoder.close()
 
 
 @pytest.fixture(scope="session")

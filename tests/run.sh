@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run the whole test suite on a fresh machine: virtualenv with requirements_dev.txt, Debian's systemd
-# package for `systemd-analyze verify` if it is missing (needs root), then pytest. Extra args go to pytest.
+# package for `systemd-analyze verify` if it is missing (needs root), then ruff, mypy and pytest.
+# Extra args go to pytest.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")/.."
 venv=${CLIP_VENV:-.venv}
@@ -12,4 +13,7 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
     echo "systemd-analyze is missing and we are not root: the unit-file test will be skipped" >&2
   fi
 fi
+# Lint (with import order) and types first: they take seconds and fail fast.
+"$venv/bin/ruff" check .
+"$venv/bin/mypy"
 exec "$venv/bin/python" -m pytest "$@"

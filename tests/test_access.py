@@ -1,16 +1,13 @@
 """Optional API key on the encode endpoints, open health checks, and CORS only for configured origins."""
 
 import pytest
+from flask import Blueprint
 
-from clip_vectorize_service import create_app
 from config import Settings
-from fake_encoder import FakeEncoder
+from support.app import make_app, make_client
+from support.assertions import assert_error
 
 KEY = "s3cret-key"
-
-
-def make_client(**settings):
-    return create_app(Settings(**settings), encoder=FakeEncoder()).test_client()
 
 
 @pytest.mark.parametrize(
@@ -21,19 +18,33 @@ def make_client(**settings):
 )
 def test_with_an_api_key_set_encode_endpoints_refuse_requests_without_it(headers):
     response = make_client(api_key=KEY).post("/encode-text", json={"text": "car"}, headers=headers)
-    assert response.status_code == 401 and response.get_json()["code"] == "unauthorized"
+    assert assert_error(response, 401, "API key")["code"] == "unauthorized"
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
     assert KEY not in response.get_data(as_text=True)
 
 
 def test_with_the_right_key_encoding_works():
-    response = make_client(api_key=KEY).post("/encode-text", json={"text": "car"}, headers={"Authorization": f"Bearer {KEY}"})
+    response = make_client(api_key=KEY).post("/encode-text", json={"text": "car"},
+                                             headers={"Authorization": f"Bearer {KEY}"})
     assert response.status_code == 200
 
 
-@pytest.mark.parametrize("path", ["/health", "/openapi.json"])
-def test_health_and_api_description_stay_open_with_a_key_set(path):
+@pytest.mark.parametrize("path", ["/health", "/metrics", "/openapi.json"])
+def test_the_probes_blueprint_stays_open_with_a_key_set(path):
     assert make_client(api_key=KEY).get(path).status_code == 200
+
+
+def test_an_endpoint_of_any_other_blueprint_needs_the_key_by_default():
+    app = make_app(api_key=KEY)
+    extra = Blueprint("extra", __name__)
+    extra.add_url_rule("/extra", "extra", lambda: "hello")
+    app.register_blueprint(extra)
+    assert_error(app.test_client().get("/extra"), 401, "API key")
+    assert app.test_client().get("/extra", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+
+
+def test_an_unknown_path_is_a_404_not_a_401():
+    assert_error(make_client(api_key=KEY).get("/no-such-page"), 404, "no such endpoint")
 
 
 def test_without_a_key_set_no_authorization_is_needed():

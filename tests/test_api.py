@@ -6,32 +6,20 @@ import io
 import numpy as np
 import pytest
 
-from clip_vectorize_service import create_app
-from config import Settings
-from fake_encoder import DIMENSION, FakeEncoder, vector_for
-from sample_images import encode_image_bytes, photo_like
+from clip_vectorize.errors import InvalidImageError
+from clip_vectorize.web.request_parsing import decode_base64_image
+from support.app import make_client
+from support.assertions import assert_error
+from support.fake_encoder import DIMENSION, FakeEncoder, vector_for
+from support.images import encode_image_bytes, photo_like
 
 JPEG = encode_image_bytes(photo_like(seed=1))
 PNG = encode_image_bytes(photo_like(seed=2), "PNG")
 
 
-def make_client(encoder=None, **settings):
-    app = create_app(Settings(**settings), encoder=encoder or FakeEncoder())
-    return app.test_client()
-
-
 @pytest.fixture
 def client():
     return make_client()
-
-
-def assert_error(response, status, fragment):
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.is_json
-    body = response.get_json()
-    assert body["status"] == "error" and fragment in body["error"], body
-    assert "Traceback" not in response.get_data(as_text=True)
-    return body
 
 
 # ---------------------------------------------------------------- success shapes
@@ -46,10 +34,19 @@ def test_health_reports_loaded_model_device_and_dimension(client):
     }
 
 
-def test_health_says_not_loaded_with_503_until_the_model_is_ready():
-    response = make_client(FakeEncoder(ready=False)).get("/health")
-    assert response.status_code == 503
-    assert response.get_json()["clip_loaded"] is False
+def test_health_says_loading_with_503_and_retry_after_until_the_model_is_ready():
+    encoder = FakeEncoder(ready=False)
+    client = make_client(encoder)
+    response = client.get("/health")
+    assert response.status_code == 503 and int(response.headers["Retry-After"]) > 0
+    assert response.get_json()["status"] == "loading" and response.get_json()["clip_loaded"] is False
+    encoder.ready = True
+    assert client.get("/health").get_json()["status"] == "ok"
+
+
+def test_base64_that_is_not_base64_is_a_typed_invalid_image_error():
+    with pytest.raises(InvalidImageError, match="base64"):
+        decode_base64_image("this is not base64!")
 
 
 def test_encode_text_returns_the_node_client_shape(client):

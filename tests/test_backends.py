@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from clip_vectorize.inference import model_loading
-from clip_vectorize.inference import onnx_export
-from clip_encoder import ClipEncoder, group_by_length
-from config import Settings
+from clip_encoder import ClipEncoder
 from clip_vectorize.errors import ModelLoadError
+from clip_vectorize.inference import model_loading, onnx_export
 from clip_vectorize.inference.model_loading import pick_backend
-from sample_images import encode_image_bytes, photo_like
+from clip_vectorize.inference.text_path import group_by_length
+from config import Settings
+from support.images import encode_image_bytes, photo_like
 
 TEXTS = ["红色的宝马SUV", "a red car", "hello", "white sedan parked in the city at night", "x " * 60]
 
@@ -27,14 +27,14 @@ def encoders(tiny_settings):
 
 def test_onnx_and_torch_backends_give_the_same_text_vectors(encoders):
     onnx, torch_ = encoders
-    assert (onnx.backend.name, torch_.backend.name) == ("onnx", "torch")
+    assert (onnx.backend_name, torch_.backend_name) == ("onnx", "torch")
     cosines = np.sum(onnx.encode_texts(TEXTS).vectors * torch_.encode_texts(TEXTS).vectors, axis=1)
     assert cosines.min() >= 0.99999
 
 
 def test_onnx_and_torch_backends_give_the_same_image_vectors(encoders):
     onnx, torch_ = encoders
-    pixels = np.stack([onnx.prepare_image(encode_image_bytes(photo_like(400, 300, seed=n))) for n in range(3)])
+    pixels = np.stack([onnx.image.prepare(encode_image_bytes(photo_like(400, 300, seed=n))) for n in range(3)])
     cosines = np.sum(onnx.backend.encode_image(pixels) * torch_.backend.encode_image(pixels), axis=1)
     assert cosines.min() >= 0.99999
 
@@ -67,9 +67,9 @@ def test_new_weights_or_library_versions_make_a_new_export_key(tiny_model_dir, t
 
 def test_auto_falls_back_to_torch_when_the_onnx_export_fails(tiny_settings, monkeypatch, caplog):
     monkeypatch.setattr(model_loading, "cached_towers", lambda *args: (_ for _ in ()).throw(OSError("disk full")))
-    with caplog.at_level(logging.WARNING, logger="model_loading"):
+    with caplog.at_level(logging.WARNING, logger="clip_vectorize.inference.model_loading"):
         encoder = ClipEncoder.load(tiny_settings())
-    assert encoder.backend.name == "torch" and "falling back to torch" in caplog.text and "disk full" in caplog.text
+    assert encoder.backend_name == "torch" and "falling back to torch" in caplog.text and "disk full" in caplog.text
     encoder.close()
 
 

@@ -10,28 +10,22 @@ import pillow_heif
 import pytest
 from PIL import Image
 
-from clip_vectorize_service import create_app
-from config import Settings
-from sample_images import encode_image_bytes, photo_like
+from support.app import make_app
+from support.assertions import assert_error
+from support.images import encode_image_bytes, photo_like
 
 PHOTO = photo_like(320, 240, seed=21)
 
 
 @pytest.fixture(scope="module")
 def client(tiny_encoder):
-    return create_app(Settings(max_batch_items=8, max_text_chars=1000), encoder=tiny_encoder).test_client()
+    return make_app(tiny_encoder, max_batch_items=8, max_text_chars=1000).test_client()
 
 
 def image_vector(client, blob: bytes) -> np.ndarray:
     response = client.post("/encode-image", data={"image": (io.BytesIO(blob), "upload")})
     assert response.status_code == 200, response.get_json()
     return np.asarray(response.get_json()["vector"])
-
-
-def assert_refused(response, status: int, fragment: str) -> None:
-    assert response.status_code == status and response.is_json, response.get_data(as_text=True)
-    body = response.get_json()
-    assert body["status"] == "error" and fragment in body["error"], body
 
 
 # ---------------------------------------------------------------- bodies and texts
@@ -48,15 +42,17 @@ def assert_refused(response, status: int, fragment: str) -> None:
         ({"json": {"text": "x" * 1_000_000}}, 400, "has 1000000 characters"),
         ({"data": '{"text": "car \\ud800"}', "content_type": "application/json"}, 400, "lone surrogate"),
     ],
-    ids=["empty-body", "not-json", "wrong-shape", "wrong-content-type", "over-char-limit", "1-MB-text", "lone-surrogate"],
+    ids=["empty-body", "not-json", "wrong-shape", "wrong-content-type", "over-char-limit", "1-MB-text",
+         "lone-surrogate"],
 )
 def test_bad_bodies_and_texts_get_a_clear_4xx(client, kwargs, status, fragment):
-    assert_refused(client.post("/encode-text", **kwargs), status, fragment)
+    assert_error(client.post("/encode-text", **kwargs), status, fragment)
 
 
 @pytest.mark.parametrize(
     "text",
-    ["tab\tnew line\nbell\x07 null\x00 escape\x1b", "红色的宝马SUV 🚗🔥 Ελληνικά русский العربية", "‮reversed‬ zero​width"],
+    ["tab\tnew line\nbell\x07 null\x00 escape\x1b",
+     "红色的宝马SUV 🚗🔥 Ελληνικά русский العربية", "‮reversed‬ zero​width"],
     ids=["control-characters", "mixed-scripts-and-emoji", "bidi-and-zero-width"],
 )
 def test_unusual_texts_encode_to_unit_vectors(client, text):
@@ -72,7 +68,7 @@ def test_unusual_texts_encode_to_unit_vectors(client, text):
     ids=["empty-list", "null-item", "object-item", "over-item-limit"],
 )
 def test_bad_batches_get_a_clear_400(client, texts, fragment):
-    assert_refused(client.post("/encode-texts", json={"texts": texts}), 400, fragment)
+    assert_error(client.post("/encode-texts", json={"texts": texts}), 400, fragment)
 
 
 # ---------------------------------------------------------------- images that are refused
@@ -84,7 +80,8 @@ def png_header_only(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     rows = zlib.compress(b"\x00" * (width // 8 + 1) * 64)  # the first rows; a decoder would want all 30000
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+            + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
 
 
 def test_a_decompression_bomb_is_refused_from_its_header_and_memory_stays_flat(client):
@@ -92,8 +89,9 @@ def test_a_decompression_bomb_is_refused_from_its_header_and_memory_stays_flat(c
     assert len(bomb) < 5_000
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     response = client.post("/encode-image", data={"image": (io.BytesIO(bomb), "bomb.png")})
-    assert_refused(response, 400, "too many pixels")
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KiB: nothing near the 112+ MB it claims
+    assert_error(response, 400, "too many pixels")
+    # KiB: nothing near the 112+ MB it claims
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000
 
 
 @pytest.mark.parametrize(
@@ -107,7 +105,7 @@ def test_a_decompression_bomb_is_refused_from_its_header_and_memory_stays_flat(c
     ids=["zero-bytes", "random-bytes", "truncated-jpeg", "broken-gif"],
 )
 def test_undecodable_uploads_get_a_clear_400(client, blob, fragment):
-    assert_refused(client.post("/encode-image", data={"image": (io.BytesIO(blob), "x")}), 400, fragment)
+    assert_error(client.post("/encode-image", data={"image": (io.BytesIO(blob), "x")}), 400, fragment)
 
 
 # ---------------------------------------------------------------- images that encode, and encode correctly

@@ -5,13 +5,13 @@ import time
 
 import pytest
 
-from clip_vectorize.inference.batching import MicroBatcher
 from clip_vectorize.errors import OverloadedError
+from clip_vectorize.inference.batching import BatchLimits, MicroBatcher
 
 
 def make_batcher(run_batch=None, **limits):
-    options = {"max_batch": 8, "max_wait": 0.005, "max_queue": 100, **limits}
-    return MicroBatcher(run_batch or (lambda items: [item * 10 for item in items]), name="test", **options)
+    options = {"max_batch": 8, "max_wait_s": 0.005, "max_queue": 100, **limits}
+    return MicroBatcher(run_batch or (lambda items: [item * 10 for item in items]), BatchLimits(**options), name="test")
 
 
 def test_each_caller_gets_the_results_of_its_own_items_in_order():
@@ -27,24 +27,25 @@ def test_concurrent_requests_share_forward_passes():
         gate.wait(5)  # the first pass blocks until every caller has queued
         return [item * 10 for item in items]
 
-    batcher = make_batcher(slow_batch)
+    batcher, sizes = make_batcher(slow_batch), []
+    batcher.on_batch = sizes.append
     results = {}
     callers = [threading.Thread(target=lambda n=n: results.setdefault(n, batcher.run([n]))) for n in range(12)]
     for caller in callers:
         caller.start()
-    while not batcher.batch_sizes or batcher.batch_sizes[0] + batcher.depth < 12:  # all in the blocked pass or queued
+    while not sizes or sizes[0] + batcher.depth < 12:  # all in the blocked pass or queued
         time.sleep(0.001)
     gate.set()
     for caller in callers:
         caller.join()
     assert results == {n: [n * 10] for n in range(12)}
-    assert max(batcher.batch_sizes) > 1 and len(batcher.batch_sizes) <= 3  # 12 items, batches of at most 8
+    assert max(sizes) > 1 and len(sizes) <= 3  # 12 items, batches of at most 8
     batcher.close()
 
 
 @pytest.mark.timeout(10)
 def test_a_full_batch_goes_at_once_without_waiting_for_max_wait():
-    batcher = make_batcher(max_batch=2, max_wait=60)
+    batcher = make_batcher(max_batch=2, max_wait_s=60)
     assert batcher.run([1, 2]) == [10, 20]  # would hang for a minute if it waited
     batcher.close()
 
@@ -83,7 +84,7 @@ def test_a_failing_batch_fails_its_callers_and_the_worker_keeps_serving():
 
 
 def test_close_finishes_queued_work_then_refuses_more():
-    batcher = make_batcher(max_wait=0.05)
+    batcher = make_batcher(max_wait_s=0.05)
     futures = batcher.submit([1, 2, 3])
     batcher.close()
     assert [future.result(1) for future in futures] == [10, 20, 30]

@@ -9,11 +9,12 @@ from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
 
 from clip_encoder import ClipEncoder
-from config import DEFAULT_MODEL, Settings
 from clip_vectorize.errors import InvalidImageError, ModelLoadError
 from clip_vectorize.inference.model_loading import pick_device, resolve_model_source
-from sample_images import encode_image_bytes, photo_like
-from tiny_clip import CONTEXT_LENGTH, PROJECTION_DIM
+from config import DEFAULT_MODEL, Settings
+from support.assertions import rowwise_cosine
+from support.images import encode_image_bytes, photo_like
+from support.models import CONTEXT_LENGTH, PROJECTION_DIM
 
 TEXTS = ["红色的宝马SUV", "a red car", "hello", "a photo of a blue sports car at night", "🚗 SUV rouge", "x"]
 LONG_TEXT = "a very long description of a car " * 40
@@ -40,10 +41,6 @@ def reference(tiny_model_dir):
     return texts, images
 
 
-def rowwise_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-
-
 def test_text_vectors_match_transformers_reference(tiny_encoder, reference):
     ours = tiny_encoder.encode_texts(TEXTS + [LONG_TEXT]).vectors
     assert rowwise_cosine(ours, reference[0](TEXTS + [LONG_TEXT])).min() >= 0.9999
@@ -51,7 +48,7 @@ def test_text_vectors_match_transformers_reference(tiny_encoder, reference):
 
 def test_image_vectors_match_transformers_reference(tiny_encoder, reference):
     images = [photo_like(320, 240, seed=1), photo_like(200, 500, seed=2), photo_like(33, 33, seed=3)]
-    ours = tiny_encoder.encode_images([encode_image_bytes(image, "PNG") for image in images]).vectors
+    ours = tiny_encoder.encode_images([encode_image_bytes(image, "PNG") for image in images])
     assert rowwise_cosine(np.stack(ours), reference[1](images)).min() >= 0.9999
 
 
@@ -78,15 +75,15 @@ def test_batches_larger_than_batch_size_are_split_and_keep_input_order(tiny_enco
 def test_text_longer_than_77_tokens_is_truncated_and_flagged(tiny_encoder):
     result = tiny_encoder.encode_texts([LONG_TEXT, "short"])
     assert result.truncated == [True, False]
-    (tokens,), _ = tiny_encoder.tokenize([LONG_TEXT])
-    assert len(tokens) == CONTEXT_LENGTH and tokens[-1] == tiny_encoder.tokenizer.eos_token_id
+    (tokens,), _ = tiny_encoder.text.tokenize([LONG_TEXT])
+    assert len(tokens) == CONTEXT_LENGTH and tokens[-1] == tiny_encoder.text.model.tokenizer.eos_token_id
 
 
 def test_one_undecodable_image_does_not_fail_the_others(tiny_encoder):
     good = encode_image_bytes(photo_like(seed=4))
-    result = tiny_encoder.encode_images([good, b"not an image", good])
-    assert result.vectors[1] is None and set(result.errors) == {1}
-    assert float(result.vectors[0] @ result.vectors[2]) >= 0.99999
+    first, refused, second = tiny_encoder.encode_images([good, b"not an image", good])
+    assert isinstance(refused, InvalidImageError) and "not an image" in str(refused)
+    assert float(first @ second) >= 0.99999
 
 
 @pytest.mark.parametrize(
@@ -99,22 +96,25 @@ def test_one_undecodable_image_does_not_fail_the_others(tiny_encoder):
     ids=["zero-bytes", "random-bytes", "truncated-jpeg"],
 )
 def test_bad_image_bytes_are_reported_with_a_reason(tiny_encoder, data, message):
-    assert message in tiny_encoder.encode_images([data]).errors[0]
+    (refusal,) = tiny_encoder.encode_images([data])
+    assert isinstance(refusal, InvalidImageError) and message in str(refusal)
 
 
 def test_an_image_over_the_pixel_limit_is_refused_before_decoding(tiny_settings):
     encoder = ClipEncoder.load(tiny_settings(max_image_pixels=10_000))
-    errors = encoder.encode_images([encode_image_bytes(photo_like(200, 100), "PNG")]).errors
-    assert "CLIP_MAX_IMAGE_PIXELS" in errors[0]
+    (refusal,) = encoder.encode_images([encode_image_bytes(photo_like(200, 100), "PNG")])
+    assert isinstance(refusal, InvalidImageError) and "CLIP_MAX_IMAGE_PIXELS" in str(refusal)
+    encoder.close()
 
 
 def test_exif_orientation_is_applied_before_encoding(tiny_encoder):
     upright = photo_like(300, 200, seed=6)
-    stored_sideways = upright.transpose(Image.Transpose.ROTATE_90)  # stored turned left; orientation 6 says "turn right to view"
+    # stored turned left; orientation 6 says "turn right to view"
+    stored_sideways = upright.transpose(Image.Transpose.ROTATE_90)
     exif = Image.Exif()
     exif[0x0112] = 6
     tagged = encode_image_bytes(stored_sideways, "PNG", exif=exif)
-    vectors = tiny_encoder.encode_images([encode_image_bytes(upright, "PNG"), tagged]).vectors
+    vectors = tiny_encoder.encode_images([encode_image_bytes(upright, "PNG"), tagged])
     assert float(vectors[0] @ vectors[1]) >= 0.9999
 
 
@@ -122,8 +122,10 @@ def test_loading_logs_one_line_naming_model_device_and_dimension(tiny_model_dir,
     with caplog.at_level(logging.INFO, logger="clip_encoder"):
         encoder = ClipEncoder.load(tiny_settings())
     assert encoder.ready
-    line = next(record.getMessage() for record in caplog.records if "loaded" in record.getMessage())
-    assert str(tiny_model_dir) in line and "cpu" in line and f"dimension {PROJECTION_DIM}" in line
+    encoder.close()
+    lines = [record.getMessage() for record in caplog.records if record.name == "clip_encoder"]
+    assert len(lines) == 1
+    assert str(tiny_model_dir) in lines[0] and "cpu" in lines[0] and f"dimension {PROJECTION_DIM}" in lines[0]
 
 
 @pytest.mark.parametrize(
@@ -161,9 +163,3 @@ def test_reference_project_model_dir_is_used_when_clip_model_is_unset(tmp_path):
     assert resolve_model_source(Settings(reference_project=str(tmp_path / "missing"))) == DEFAULT_MODEL
     assert resolve_model_source(Settings(model="my/model", reference_project=str(tmp_path))) == "my/model"
 
-
-def test_bad_image_input_to_the_single_image_path_raises_a_typed_error():
-    from clip_vectorize.inference.image_io import decode_base64_image
-
-    with pytest.raises(InvalidImageError, match="base64"):
-        decode_base64_image("this is not base64!")

@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sample_images import encode_image_bytes, photo_like
 
-from clip_vectorize_service import create_app
-from config import Settings
+from support.app import make_app
+from support.images import encode_image_bytes, photo_like
 
 ENCODE_ENDPOINTS = ["/encode-text", "/encode-texts", "/encode-image", "/encode-images"]
 EXPECTED_STATUSES = {200, 400, 413, 415, 503}
@@ -99,7 +98,7 @@ def mutated_images(draw) -> bytes:
 
 @pytest.fixture(scope="module")
 def client(tiny_encoder):
-    return create_app(Settings(), encoder=tiny_encoder).test_client()
+    return make_app(tiny_encoder).test_client()
 
 
 def post_json_text(client, path: str, raw: str | bytes):

@@ -7,16 +7,13 @@ from transformers import CLIPImageProcessorPil
 from clip_encoder import ClipEncoder
 from clip_vectorize.inference.image_io import load_rgb_image
 from clip_vectorize.inference.image_preprocess import ClipImageTransform
-from sample_images import encode_image_bytes, photo_like
+from support.assertions import cosine
+from support.images import encode_image_bytes, photo_like
 
 
 @pytest.fixture(scope="module")
 def processor(tiny_model_dir):
     return CLIPImageProcessorPil.from_pretrained(tiny_model_dir)
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.dot(a.ravel(), b.ravel()) / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 @pytest.mark.parametrize("size", [(640, 480), (300, 700), (224, 224), (1000, 230)])
@@ -46,6 +43,6 @@ def test_fast_and_exact_settings_give_nearly_the_same_vectors(tiny_settings):
     vectors = []
     for mode in ("fast", "exact"):
         encoder = ClipEncoder.load(tiny_settings(image_preprocess=mode))
-        vectors.append(encoder.encode_images([blob]).vectors[0])
+        vectors.append(encoder.encode_images([blob])[0])
         encoder.close()
     assert float(vectors[0] @ vectors[1]) >= 0.999

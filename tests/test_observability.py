@@ -1,5 +1,6 @@
 """Request ids, one access-log line per request without user content, Prometheus metrics, JSON logs."""
 
+import dataclasses
 import json
 import logging
 import re
@@ -8,17 +9,18 @@ import time
 
 import pytest
 
-from clip_vectorize_service import create_app
-from config import Settings
+from clip_encoder import ClipEncoder
 from clip_vectorize.errors import DeadlineExceededError
+from clip_vectorize.inference.batching import BatchLimits, MicroBatcher
 from clip_vectorize.log_format import JsonFormatter
+from support.app import make_app
 
 SECRET_QUERY = "my very private search 私密"
 
 
 @pytest.fixture(scope="module")
 def client(tiny_encoder):
-    return create_app(Settings(), encoder=tiny_encoder).test_client()
+    return make_app(tiny_encoder).test_client()
 
 
 def test_a_callers_request_id_is_echoed_and_a_missing_one_is_made(client):
@@ -40,13 +42,25 @@ def test_each_request_logs_one_line_with_id_status_and_latency_but_not_the_text(
     assert SECRET_QUERY not in caplog.text
 
 
+def sample(client, name: str) -> float:
+    """One sample's value from /metrics, given its name and labels as the exposition writes them; 0 when absent."""
+    for line in client.get("/metrics").get_data(as_text=True).splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def test_errors_are_counted_and_logged_too(client, caplog):
+    requests_400 = 'clip_requests_total{endpoint="/encode-text",status="400"}'
+    before = sample(client, requests_400)
     with caplog.at_level(logging.INFO, logger="clip_vectorize.access"):
         client.post("/encode-text", json={"text": ""})
     assert " 400 " in caplog.records[-1].getMessage()
+    assert sample(client, requests_400) == before + 1
 
 
 def test_metrics_cover_requests_latency_batches_queue_cache_load_time_and_memory(client):
+    passes = sample(client, 'clip_batch_size_count{tower="text"}')
     client.post("/encode-text", json={"text": "metrics probe car"})
     client.post("/encode-text", json={"text": "metrics probe car"})  # a cache hit
     client.post("/encode-text", json={})
@@ -63,6 +77,8 @@ def test_metrics_cover_requests_latency_batches_queue_cache_load_time_and_memory
         "process_resident_memory_bytes",
     ):
         assert expected in text, expected
+    assert sample(client, 'clip_batch_size_count{tower="text"}') == passes + 1  # the second query was a cache hit
+    assert sample(client, 'clip_text_cache_lookups_total{result="hit"}') >= 1
 
 
 def test_the_json_log_format_writes_one_object_per_line_with_request_fields():
@@ -74,18 +90,16 @@ def test_the_json_log_format_writes_one_object_per_line_with_request_fields():
 
 
 def test_a_request_that_waits_past_the_deadline_gets_a_503(tiny_settings, monkeypatch):
-    from clip_encoder import ClipEncoder
-
     encoder = ClipEncoder.load(tiny_settings(request_timeout_s=1, text_cache_size=0))
-    real_encode, slow_pass_done = encoder.backend.encode_text, threading.Event()
+    real_model, slow_pass_done = encoder.text.model, threading.Event()
 
     def slow_encode(*args):
         time.sleep(2.5)
         slow_pass_done.set()
-        return real_encode(*args)
+        return real_model.encode(*args)
 
-    monkeypatch.setattr(encoder.backend, "encode_text", slow_encode)
-    response = create_app(Settings(), encoder=encoder).test_client().post("/encode-text", json={"text": "slow car"})
+    monkeypatch.setattr(encoder.text, "model", dataclasses.replace(real_model, encode=slow_encode))
+    response = make_app(encoder).test_client().post("/encode-text", json={"text": "slow car"})
     assert response.status_code == 503 and response.get_json()["code"] == "deadline_exceeded"
     assert response.headers["Retry-After"]
     monkeypatch.undo()
@@ -95,11 +109,8 @@ def test_a_request_that_waits_past_the_deadline_gets_a_503(tiny_settings, monkey
 
 
 def test_a_deadline_withdraws_queued_items_so_the_model_skips_them():
-    from clip_vectorize.inference.batching import MicroBatcher
-
     gate, seen = threading.Event(), []
-    batcher = MicroBatcher(lambda items: (gate.wait(5), seen.extend(items), items)[2], max_batch=1, max_wait=0,
-                           max_queue=10, name="t")
+    batcher = MicroBatcher(lambda items: (gate.wait(5), seen.extend(items), items)[2], BatchLimits(1, 0, 10), name="t")
     first = batcher.submit(["running"])
     with pytest.raises(DeadlineExceededError):
         batcher.run(["abandoned"], timeout=0.2)

@@ -19,8 +19,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from clip_vectorize_service import create_app
-from config import Settings
+from support.app import make_app
 
 DOCUMENT = Path(__file__).resolve().parent.parent / "clip_vectorize" / "web" / "openapi.json"
 SPEC = json.loads(DOCUMENT.read_text(encoding="utf-8"))
@@ -73,17 +72,17 @@ def _documented_examples():
 
 @pytest.fixture(scope="module")
 def open_app(tiny_encoder):
-    return create_app(Settings(), encoder=tiny_encoder)
+    return make_app(tiny_encoder)
 
 
 @pytest.fixture(scope="module", params=["open", "with-api-key", "model-loading"])
 def service(request, tiny_encoder):
     """(app, the 5xx it may answer): no API key; an API key the generated requests lack; a model still loading."""
     if request.param == "open":
-        return create_app(Settings(), encoder=tiny_encoder), set()
+        return make_app(tiny_encoder), set()
     if request.param == "with-api-key":
-        return create_app(Settings(api_key=API_KEY), encoder=tiny_encoder), set()
-    return create_app(Settings(), encoder=_StillLoading(tiny_encoder)), {503}
+        return make_app(tiny_encoder, api_key=API_KEY), set()
+    return make_app(_StillLoading(tiny_encoder)), {503}
 
 
 def test_the_document_is_valid_openapi_3_0():

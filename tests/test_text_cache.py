@@ -6,12 +6,14 @@ from clip_encoder import ClipEncoder
 from clip_vectorize.inference.text_cache import LruCache
 
 
-def test_a_repeated_text_is_served_from_the_cache_without_a_forward_pass(tiny_encoder):
+def test_a_repeated_text_is_served_from_the_cache_without_a_forward_pass(tiny_encoder, monkeypatch):
+    passes: list[int] = []
+    monkeypatch.setattr(tiny_encoder.text.batcher, "on_batch", passes.append)
     first = tiny_encoder.encode_texts(["silver Audi wagon"]).vectors[0]
-    passes, hits = len(tiny_encoder.text_batcher.batch_sizes), tiny_encoder.text_cache.hits
+    hits = tiny_encoder.text_cache_counts().hits
     again = tiny_encoder.encode_texts(["silver Audi wagon"]).vectors[0]
     assert np.array_equal(first, again)
-    assert len(tiny_encoder.text_batcher.batch_sizes) == passes and tiny_encoder.text_cache.hits == hits + 1
+    assert len(passes) == 1 and tiny_encoder.text_cache_counts().hits == hits + 1
 
 
 def test_a_batch_mixing_cached_and_new_texts_keeps_input_order(tiny_encoder):
@@ -25,7 +27,7 @@ def test_cache_size_zero_keeps_nothing(tiny_settings):
     encoder = ClipEncoder.load(tiny_settings(text_cache_size=0))
     encoder.encode_texts(["red car", "red car"])
     encoder.encode_texts(["red car"])
-    assert len(encoder.text_cache) == 0 and encoder.text_cache.hits == 0
+    assert encoder.text_cache_counts().hits == 0 and encoder.text.cache.get("red car") is None
     encoder.close()
 
 

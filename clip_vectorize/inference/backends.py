@@ -1,7 +1,7 @@
 """Inference runtimes behind one small protocol: arrays in, L2-normalized float32 vectors out.
 
-The encoder prepares `input_ids`/`attention_mask` and `pixel_values` as numpy arrays and does not care
-which runtime turns them into vectors.
+The text and image paths prepare `input_ids`/`attention_mask` and `pixel_values` as numpy arrays and do not
+care which runtime turns them into vectors.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class TorchBackend:
         self.device = torch.device(device)
         if threads:
             torch.set_num_threads(threads)
-        model = model.to(self.device, dtype).eval()
+        model = model.to(self.device, dtype).eval()  # type: ignore[arg-type]  # transformers types .to() oddly
         self._text = TextTower(model)
         self._image = ImageTower(model)
         self._dtype = next(model.parameters()).dtype
@@ -75,7 +75,7 @@ class TorchBackend:
 
 
 class OnnxBackend:
-    """ONNX Runtime on CPU, running the towers exported by onnx_export (projection and normalization included)."""
+    """ONNX Runtime on CPU, running the towers inference.onnx_export made (projection and normalization inside)."""
 
     name = "onnx"
 
@@ -83,8 +83,9 @@ class OnnxBackend:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads  # 0: one per core
         options.inter_op_num_threads = 1
-        self._text = onnxruntime.InferenceSession(str(towers_dir / "text.onnx"), options, providers=["CPUExecutionProvider"])
-        self._image = onnxruntime.InferenceSession(str(towers_dir / "image.onnx"), options, providers=["CPUExecutionProvider"])
+        providers = ["CPUExecutionProvider"]
+        self._text = onnxruntime.InferenceSession(str(towers_dir / "text.onnx"), options, providers=providers)
+        self._image = onnxruntime.InferenceSession(str(towers_dir / "image.onnx"), options, providers=providers)
 
     def encode_text(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         return self._text.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]

@@ -10,9 +10,10 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from clip_vectorize.errors import DeadlineExceededError, OverloadedError
@@ -21,25 +22,23 @@ Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
+@dataclass(frozen=True)
+class BatchLimits:
+    max_batch: int  # the most items one pass takes
+    max_wait_s: float  # how long the first item of a batch waits for others to join it
+    max_queue: int  # items that may wait; a request that would overflow is refused at once
+
+
 class MicroBatcher(Generic[Item, Result]):
-    def __init__(
-        self,
-        run_batch: Callable[[list[Item]], Sequence[Result]],
-        *,
-        max_batch: int,
-        max_wait: float,
-        max_queue: int,
-        name: str,
-    ) -> None:
+    """Items from many threads in, one `run_batch` call per batch on this batcher's own thread."""
+
+    def __init__(self, run_batch: Callable[[list[Item]], Iterable[Result]], limits: BatchLimits, *, name: str) -> None:
         self.on_batch: Callable[[int], None] | None = None  # told the size of every forward pass (metrics)
         self._run_batch = run_batch
-        self._max_batch = max_batch
-        self._max_wait = max_wait
-        self._max_queue = max_queue
+        self.limits = limits
         self._pending: deque[tuple[Item, Future]] = deque()
         self._ready = threading.Condition()
         self._closed = False
-        self.batch_sizes: deque[int] = deque(maxlen=1000)  # recent batch sizes, for metrics and tests
         self._thread = threading.Thread(target=self._serve, name=f"batcher-{name}", daemon=True)
         self._thread.start()
 
@@ -49,13 +48,14 @@ class MicroBatcher(Generic[Item, Result]):
 
     def submit(self, items: Sequence[Item]) -> list[Future]:
         """Queue `items`; each future resolves to its item's result, or raises what the batch raised."""
-        futures = [Future() for _ in items]
+        futures: list[Future] = [Future() for _ in items]
         with self._ready:
             if self._closed:
                 raise OverloadedError("the encoder is shutting down")
             # A request larger than the bound still gets into an empty queue, so big batch calls always work.
-            if self._pending and len(self._pending) + len(items) > self._max_queue:
-                raise OverloadedError(f"{len(self._pending)} items are waiting for the model (CLIP_QUEUE_SIZE={self._max_queue})")
+            if self._pending and len(self._pending) + len(items) > self.limits.max_queue:
+                raise OverloadedError(f"{len(self._pending)} items are waiting for the model "
+                                      f"(CLIP_QUEUE_SIZE={self.limits.max_queue})")
             self._pending.extend(zip(items, futures))
             self._ready.notify()
         return futures
@@ -66,10 +66,12 @@ class MicroBatcher(Generic[Item, Result]):
         futures = self.submit(items)
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            return [future.result(None if deadline is None else max(0.0, deadline - time.monotonic())) for future in futures]
+            return [future.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                    for future in futures]
         except FutureTimeout:
             self._withdraw(futures)
-            raise DeadlineExceededError(f"the model did not get to this request within {timeout:g} s (CLIP_REQUEST_TIMEOUT_S)") from None
+            raise DeadlineExceededError(
+                f"the model did not get to this request within {timeout:g} s (CLIP_REQUEST_TIMEOUT_S)") from None
 
     def _withdraw(self, futures: list[Future]) -> None:
         """Take a caller's items that no batch has started out of the queue: they no longer count or run."""
@@ -105,19 +107,17 @@ class MicroBatcher(Generic[Item, Result]):
                 if self._closed:
                     return None
                 self._ready.wait()
-            deadline = time.monotonic() + self._max_wait
-            while len(self._pending) < self._max_batch and not self._closed:
+            deadline = time.monotonic() + self.limits.max_wait_s
+            while len(self._pending) < self.limits.max_batch and not self._closed:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 self._ready.wait(remaining)
-            batch = []
-            while self._pending and len(batch) < self._max_batch:
+            batch: list[tuple[Item, Future]] = []
+            while self._pending and len(batch) < self.limits.max_batch:
                 item, future = self._pending.popleft()
                 if future.set_running_or_notify_cancel():  # False: its caller gave up waiting; skip it
                     batch.append((item, future))
-        if batch:
-            self.batch_sizes.append(len(batch))
-            if self.on_batch is not None:
-                self.on_batch(len(batch))
+        if batch and self.on_batch is not None:
+            self.on_batch(len(batch))
         return batch

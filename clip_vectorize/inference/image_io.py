@@ -1,33 +1,15 @@
-"""Turning untrusted bytes into RGB images: base64/data-URI decoding, format sniffing, size guard, EXIF rotation."""
+"""Turning untrusted bytes into RGB images: format sniffing, size guard, JPEG draft decoding, EXIF rotation."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import io
 import warnings
 
 import numpy as np
-
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from clip_vectorize.errors import InvalidImageError
-
-
-def decode_base64_image(value: object) -> bytes:
-    """Accept plain base64 or a `data:image/...;base64,` URI; anything else is an InvalidImageError."""
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidImageError("image must be a non-empty base64 string or data: URI")
-    payload = value.strip()
-    if payload.startswith("data:"):
-        header, _, payload = payload.partition(",")
-        if not header.endswith(";base64"):
-            raise InvalidImageError("data: URI must be base64-encoded (data:image/...;base64,...)")
-    try:
-        return base64.b64decode("".join(payload.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidImageError("image is not valid base64") from None
 
 
 def load_rgb_image(data: bytes, max_pixels: int, draft_size: int | None = None) -> Image.Image:
@@ -51,15 +33,18 @@ def load_rgb_image(data: bytes, max_pixels: int, draft_size: int | None = None) 
     except InvalidImageError:
         raise
     except UnidentifiedImageError:
-        raise InvalidImageError("data is not an image in a format we can read (JPEG, PNG, WebP, GIF, HEIC, BMP, TIFF...)") from None
+        raise InvalidImageError(
+            "data is not an image in a format we can read (JPEG, PNG, WebP, GIF, HEIC, BMP, TIFF...)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InvalidImageError(f"image has too many pixels to decode safely; the limit is {max_pixels} (CLIP_MAX_IMAGE_PIXELS)") from None
+        raise InvalidImageError(
+            f"image has too many pixels to decode safely; the limit is {max_pixels} (CLIP_MAX_IMAGE_PIXELS)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidImageError(f"image data is truncated or corrupt ({exc})") from None
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    """Any mode to RGB as transformers' convert_to_rgb does it: transparency over white, 16-bit scaled, CMYK converted."""
+    """Any mode to RGB as transformers' convert_to_rgb does it: transparency over white, 16-bit scaled, CMYK
+    converted."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # Pillow would clip 16-bit values at 255 (a white image); keep the top 8 bits instead.
         image = Image.fromarray((np.asarray(image, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8), "L")

@@ -1,7 +1,7 @@
 """CLIP's image preprocessing in PIL + numpy: resize the shortest side (bicubic), center crop, normalize.
 
 The same steps and numbers as transformers' CLIPImageProcessor, read from the model's
-preprocessor_config.json, without its per-call overhead. Combined with JPEG draft decoding (image_io)
+preprocessor_config.json, without its per-call overhead. Combined with JPEG draft decoding (inference.image_io)
 it is the `fast` path; `exact` runs transformers' own processor on the fully decoded image.
 """
 

@@ -10,15 +10,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from huggingface_hub import snapshot_download
 from transformers import AutoTokenizer, CLIPConfig, CLIPImageProcessorPil, CLIPModel
 
-from clip_vectorize.inference.backends import Backend, OnnxBackend, TorchBackend
-from config import DEFAULT_MODEL, Settings
 from clip_vectorize.errors import ModelLoadError
+from clip_vectorize.inference.backends import Backend, OnnxBackend, TorchBackend
 from clip_vectorize.inference.onnx_export import cached_towers
+from config import DEFAULT_MODEL, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +37,14 @@ class ModelParts:
 
     name: str  # what CLIP_MODEL (or its fallback) said: reported with every vector
     directory: Path
-    config: CLIPConfig
-    tokenizer: object
+    config: Any  # a CLIPConfig; transformers types its sub-configs too loosely to be useful here
+    tokenizer: Any  # a transformers tokenizer
     image_processor: CLIPImageProcessorPil
 
 
 def resolve_model_source(settings: Settings) -> str:
-    """CLIP_MODEL if set; else the old deployment's `$CLIP_REFERENCE_PROJECT/clip-vit-base-patch32/`; else the hub id."""
+    """CLIP_MODEL if set; else the old deployment's `$CLIP_REFERENCE_PROJECT/clip-vit-base-patch32/`; else the
+    hub id."""
     if settings.model:
         return settings.model
     if settings.reference_project:
@@ -70,7 +72,8 @@ def pick_backend(requested: str, device: str) -> str:
     if requested == "auto":
         return "onnx" if device == "cpu" else "torch"
     if requested == "onnx" and device != "cpu":
-        raise ModelLoadError("CLIP_BACKEND=onnx runs on CPU only. Fix: use CLIP_BACKEND=torch (or auto) with DEVICE=cuda.")
+        raise ModelLoadError(
+            "CLIP_BACKEND=onnx runs on CPU only. Fix: use CLIP_BACKEND=torch (or auto) with DEVICE=cuda.")
     return requested
 
 
@@ -82,7 +85,8 @@ def _loading(source: str, where: str) -> Iterator[None]:
         raise
     except Exception as exc:  # transformers and the hub raise OSError, ValueError, JSON and safetensors errors alike
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
-        raise ModelLoadError(f"cannot load CLIP model: CLIP_MODEL={source!r}, tried {where}: {reason}. {_FIX_HINT}") from exc
+        raise ModelLoadError(
+            f"cannot load CLIP model: CLIP_MODEL={source!r}, tried {where}: {reason}. {_FIX_HINT}") from exc
 
 
 def locate_model(source: str) -> tuple[Path, str]:
@@ -114,7 +118,8 @@ def build_backend(settings: Settings, parts: ModelParts, device: str) -> Backend
     choice = pick_backend(settings.backend, device)
     if choice == "onnx":
         try:
-            return OnnxBackend(cached_towers(parts.directory, Path(settings.cache_dir).expanduser()), settings.inference_threads)
+            towers = cached_towers(parts.directory, Path(settings.cache_dir).expanduser())
+            return OnnxBackend(towers, settings.inference_threads)
         except Exception as exc:
             if settings.backend == "onnx":
                 raise ModelLoadError(f"CLIP_BACKEND=onnx: exporting or loading the ONNX towers failed: {exc}. "

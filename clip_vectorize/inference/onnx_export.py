@@ -17,13 +17,14 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import onnx
 import onnxruntime
 import torch
 import transformers
 from onnxruntime.transformers import optimizer
-from transformers import CLIPConfig, CLIPModel
+from transformers import CLIPModel
 
 from clip_vectorize.inference.backends import ImageTower, TextTower
 
@@ -77,7 +78,7 @@ def export_in_child_process(model_dir: Path, out_dir: Path) -> None:
 def export_towers(model_dir: Path, out_dir: Path) -> None:
     # Eager attention exports as plain MatMul/Softmax, which ONNX Runtime's optimizer knows how to fuse.
     model = CLIPModel.from_pretrained(model_dir, local_files_only=True, attn_implementation="eager").eval()
-    config: CLIPConfig = model.config
+    config: Any = model.config  # a CLIPConfig
     token_ids = torch.ones((2, 8), dtype=torch.int64)
     size = config.vision_config.image_size
     # The tracer's warnings (constant-folded shape checks, legacy exporter) are expected: CLIP's graph has no
@@ -102,9 +103,11 @@ def _export(module: torch.nn.Module, inputs: tuple, input_names: list[str], axes
 
 def _fuse(path: Path, num_heads: int, hidden_size: int) -> None:
     """ONNX Runtime's transformer fusions (attention, skip-LayerNorm, QuickGELU): ~12% off the text tower."""
-    fused = optimizer.optimize_model(str(path), model_type="clip", num_heads=num_heads, hidden_size=hidden_size, opt_level=0)
+    fused = optimizer.optimize_model(str(path), model_type="clip", num_heads=num_heads, hidden_size=hidden_size,
+                                     opt_level=0)
     fused.save_model_to_file(str(path), use_external_data_format=False)
 
 
-if __name__ == "__main__":  # python -m clip_vectorize.inference.onnx_export MODEL_DIR OUT_DIR (what export_in_child_process runs)
+# python -m clip_vectorize.inference.onnx_export MODEL_DIR OUT_DIR: what export_in_child_process runs
+if __name__ == "__main__":
     export_towers(Path(sys.argv[1]), Path(sys.argv[2]))

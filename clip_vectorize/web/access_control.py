@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Iterable
 
-from flask import Flask, Response, request
+from flask import Blueprint, Flask, Response, request
 
 from clip_vectorize.web.http_errors import ApiError
 
-OPEN_ENDPOINTS = {"api.health", "api.metrics", "api.openapi"}  # probes and scrapers need no key
 
-
-def install_api_key(app: Flask, api_key: str | None) -> None:
-    """With CLIP_SERVICE_API_KEY set, encode endpoints need `Authorization: Bearer <key>` (401 otherwise)."""
+def install_api_key(app: Flask, api_key: str | None, open_blueprints: Iterable[Blueprint]) -> None:
+    """With CLIP_SERVICE_API_KEY set, every endpoint outside `open_blueprints` needs `Authorization: Bearer <key>`
+    (401 otherwise). Open is the exception a blueprint is registered with, so a new endpoint is closed by default."""
     if not api_key:
         return
     expected = api_key.encode()
+    open_names = {blueprint.name for blueprint in open_blueprints}
 
     @app.before_request
     def _require_key() -> None:
-        if request.method == "OPTIONS" or request.endpoint in OPEN_ENDPOINTS or request.endpoint is None:
+        if request.method == "OPTIONS" or request.endpoint is None or request.blueprint in open_names:
             return
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):  # constant time

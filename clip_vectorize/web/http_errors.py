@@ -7,7 +7,13 @@ import logging
 from flask import Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from clip_vectorize.errors import DeadlineExceededError, EncoderError, InvalidImageError, ModelNotReadyError, OverloadedError
+from clip_vectorize.errors import (
+    DeadlineExceededError,
+    EncoderError,
+    InvalidImageError,
+    ModelNotReadyError,
+    OverloadedError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -17,7 +23,8 @@ RETRY_AFTER_SECONDS = "5"
 class ApiError(Exception):
     """A request the views refuse: the status code, a message a person can act on, a machine-readable code."""
 
-    def __init__(self, status: int, message: str, code: str = "bad_request", headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, message: str, code: str = "bad_request",
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -57,8 +64,8 @@ def register_error_handlers(app: Flask) -> None:
     def _http_error(exc: HTTPException):
         code = (exc.name or "error").lower().replace(" ", "_")
         response = error_response(exc.code or 500, code, _http_message(exc))
-        if exc.code == 405 and exc.valid_methods:
-            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        if exc.code == 405 and _allowed_methods(exc):
+            response.headers["Allow"] = ", ".join(_allowed_methods(exc))
         return response
 
     @app.errorhandler(Exception)
@@ -71,8 +78,13 @@ def _http_message(exc: HTTPException) -> str:
     if exc.code == 404:
         return f"no such endpoint: {request.method} {request.path}"
     if exc.code == 405:
-        allowed = [method for method in exc.valid_methods or [] if method not in ("HEAD", "OPTIONS")]
+        allowed = [method for method in _allowed_methods(exc) if method not in ("HEAD", "OPTIONS")]
         return f"{request.method} is not allowed on {request.path}; use {', '.join(allowed)}"
     if exc.code == 413:
         return f"request body is larger than {current_app.config['MAX_CONTENT_LENGTH']} bytes (CLIP_MAX_REQUEST_BYTES)"
     return exc.description or exc.name
+
+
+def _allowed_methods(exc: HTTPException) -> list[str]:
+    """What a 405 (werkzeug's MethodNotAllowed) says the path accepts."""
+    return list(getattr(exc, "valid_methods", None) or [])

@@ -10,10 +10,13 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Iterator
 
 from flask import Flask, Response, g, request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from clip_vectorize.inference.vectors import Encoder
 
 access_log = logging.getLogger("clip_vectorize.access")
 
@@ -25,31 +28,28 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("clip_requests", "HTTP requests by endpoint and status", ["endpoint", "status"], registry=self.registry)
+        self.requests = Counter("clip_requests", "HTTP requests by endpoint and status", ["endpoint", "status"],
+                                registry=self.registry)
         self.latency = Histogram(
             "clip_request_duration_seconds", "HTTP request latency by endpoint", ["endpoint"], registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
         self.batch_size = Histogram("clip_batch_size", "Items per forward pass", ["tower"], registry=self.registry,
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128))
-        self.model_load_seconds = Gauge("clip_model_load_seconds", "Seconds the model took to load and warm up", registry=self.registry)
+        self.model_load_seconds = Gauge("clip_model_load_seconds", "Seconds the model took to load and warm up",
+                                        registry=self.registry)
         ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, CPU seconds, open fds
-        self.encoder = None
+        self.encoder: Encoder | None = None
         self.registry.register(_EncoderCollector(self))
 
-    def watch(self, encoder) -> None:
+    def watch(self, encoder: Encoder) -> None:
         """Follow this encoder: its forward passes feed the batch-size histogram; scrapes read its queues and cache."""
         self.encoder = encoder
-        for tower, batcher in towers(encoder):
+        for tower, batcher in encoder.batchers().items():
             batcher.on_batch = self.batch_size.labels(tower).observe
 
     def exposition(self) -> Response:
         return Response(generate_latest(self.registry), mimetype="text/plain; version=0.0.4")
-
-
-def towers(encoder) -> tuple:
-    """(tower name, its micro-batcher) for the metric labels."""
-    return ("text", encoder.text_batcher), ("image", encoder.image_batcher)
 
 
 class _EncoderCollector:
@@ -58,7 +58,7 @@ class _EncoderCollector:
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         encoder = self._metrics.encoder
         ready = GaugeMetricFamily("clip_model_ready", "1 when the model is loaded and warmed up")
         ready.add_metric([], 1.0 if encoder is not None and encoder.ready else 0.0)
@@ -66,12 +66,13 @@ class _EncoderCollector:
         if encoder is None:
             return
         depth = GaugeMetricFamily("clip_queue_depth", "Items waiting for a forward pass", labels=["tower"])
-        for tower, batcher in towers(encoder):
+        for tower, batcher in encoder.batchers().items():
             depth.add_metric([tower], batcher.depth)
         yield depth
+        counts = encoder.text_cache_counts()
         cache = CounterMetricFamily("clip_text_cache_lookups", "Text-vector cache lookups by result", labels=["result"])
-        cache.add_metric(["hit"], encoder.text_cache.hits)
-        cache.add_metric(["miss"], encoder.text_cache.misses)
+        cache.add_metric(["hit"], counts.hits)
+        cache.add_metric(["miss"], counts.misses)
         yield cache
 
 

@@ -6,19 +6,21 @@ cannot be turned into bytes becomes an InvalidImageError *value*, so one bad ite
 
 from __future__ import annotations
 
-from flask import current_app, request
+import base64
+import binascii
 
-from config import Settings
+from flask import request
+
 from clip_vectorize.errors import InvalidImageError
-from clip_vectorize.web.http_errors import ApiError
-from clip_vectorize.inference.image_io import decode_base64_image
+from clip_vectorize.inference.vectors import ImageInput
 from clip_vectorize.url_fetch import fetch_image_bytes
-
-ImageInput = bytes | InvalidImageError  # raw bytes, or why the input could not be read as bytes
+from clip_vectorize.web.http_errors import ApiError
+from clip_vectorize.web.state import service_state
+from config import Settings
 
 
 def settings() -> Settings:
-    return current_app.extensions["clip_settings"]
+    return service_state().settings
 
 
 def json_object() -> dict:
@@ -103,6 +105,21 @@ def _fetched(url: object) -> ImageInput:
     if not settings().allow_image_urls:
         raise ApiError(400, "image URLs are turned off on this service (CLIP_ALLOW_IMAGE_URLS); send the image itself")
     try:
-        return fetch_image_bytes(url, current_app.extensions["clip_url_policy"])
+        return fetch_image_bytes(url, service_state().url_policy)
     except InvalidImageError as exc:
         return exc
+
+
+def decode_base64_image(value: object) -> bytes:
+    """Accept plain base64 or a `data:image/...;base64,` URI; anything else is an InvalidImageError."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidImageError("image must be a non-empty base64 string or data: URI")
+    payload = value.strip()
+    if payload.startswith("data:"):
+        header, _, payload = payload.partition(",")
+        if not header.endswith(";base64"):
+            raise InvalidImageError("data: URI must be base64-encoded (data:image/...;base64,...)")
+    try:
+        return base64.b64decode("".join(payload.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidImageError("image is not valid base64") from None

@@ -1,13 +1,15 @@
-"""A deterministic stand-in for ClipEncoder, for tests of the HTTP layer only."""
+"""A deterministic stand-in for ClipEncoder, for tests of the HTTP layer only: it implements `Encoder`."""
+
+from __future__ import annotations
 
 import hashlib
-from types import SimpleNamespace
+from collections.abc import Sequence
 
 import numpy as np
 
-from clip_encoder import ImageVectors, TextVectors
 from clip_vectorize.errors import InvalidImageError, ModelNotReadyError
 from clip_vectorize.inference.image_io import load_rgb_image
+from clip_vectorize.inference.vectors import CacheCounts, ImageInput, ImageResult, TextVectors
 
 DIMENSION = 8
 
@@ -19,42 +21,51 @@ def vector_for(seed_bytes: bytes) -> np.ndarray:
     return vector / np.linalg.norm(vector)
 
 
+class FakeBatcher:
+    depth = 0
+    on_batch = None
+
+
 class FakeEncoder:
     model_name = "fake/clip"
     device = "cpu"
+    backend_name = "fake"
     dimension = DIMENSION
     max_text_chars = 100
-
-    class backend:
-        name = "fake"
 
     def __init__(self, ready: bool = True, fail_with: Exception | None = None) -> None:
         self.ready = ready
         self.fail_with = fail_with
         self.calls: list[tuple[str, int]] = []
-        self.text_batcher = SimpleNamespace(depth=0, on_batch=None)  # what /metrics reads of a real encoder
-        self.image_batcher = SimpleNamespace(depth=0, on_batch=None)
+        self._batchers = {"text": FakeBatcher(), "image": FakeBatcher()}
 
-    def encode_texts(self, texts):
+    def encode_texts(self, texts: Sequence[str]) -> TextVectors:
         self._maybe_fail()
         self.calls.append(("texts", len(texts)))
         vectors = np.stack([vector_for(text.encode()) for text in texts]) if texts else np.zeros((0, DIMENSION))
         return TextVectors(vectors, [len(text) > self.max_text_chars for text in texts])
 
-    def encode_images(self, blobs):
+    def encode_images(self, images: Sequence[ImageInput]) -> list[ImageResult]:
         self._maybe_fail()
-        self.calls.append(("images", len(blobs)))
-        vectors, errors = [], {}
-        for index, blob in enumerate(blobs):
-            try:
-                load_rgb_image(blob, max_pixels=10_000_000)
-                vectors.append(vector_for(blob))
-            except InvalidImageError as exc:
-                vectors.append(None)
-                errors[index] = str(exc)
-        return ImageVectors(vectors, errors)
+        self.calls.append(("images", len(images)))
+        return [self._vector_or_refusal(image) for image in images]
 
-    def _maybe_fail(self):
+    def batchers(self):
+        return self._batchers
+
+    def text_cache_counts(self) -> CacheCounts:
+        return CacheCounts(0, 0)
+
+    def _vector_or_refusal(self, image: ImageInput) -> ImageResult:
+        if isinstance(image, InvalidImageError):
+            return image
+        try:
+            load_rgb_image(image, max_pixels=10_000_000)
+        except InvalidImageError as exc:
+            return exc
+        return vector_for(image)
+
+    def _maybe_fail(self) -> None:
         if not self.ready:
             raise ModelNotReadyError("the CLIP model is not loaded yet")
         if self.fail_with is not None:

@@ -1,7 +1,7 @@
 """The real service (gunicorn, started as ops start it) under stress: graceful shutdown with requests in flight,
 a killed worker, a full queue, and requests past their deadline. Loopback only.
 
-These run on `small_model_dir` (service_process.build_small_clip), whose forward passes take tens of
+These run on `small_model_dir` (support.models.build_small_clip), whose forward passes take tens of
 milliseconds, so requests really queue; BATCH_SIZE=1 makes each text or image its own pass.
 """
 
@@ -17,10 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from sample_images import encode_image_bytes, photo_like
-from service_process import (
+
+from support.assertions import cosine
+from support.images import encode_image_bytes, photo_like
+from support.service_process import (
     MODEL_LOADED_LINE,
-    cosine,
     post_images,
     post_json,
     queue_depth,
@@ -42,7 +43,7 @@ TEXTS = ["红色的宝马SUV", "white sedan", "blue truck on a highway at night"
 
 
 @pytest.fixture
-def service_factory(small_model_dir, tmp_path):  # noqa: F811
+def service_factory(small_model_dir, tmp_path):
     started = []
 
     def start(**env: str):
@@ -129,8 +130,10 @@ def test_a_killed_worker_is_replaced_and_health_never_claims_a_model_it_has_not_
     loading_encode_checked = False
     deadline = time.monotonic() + 150
     while True:
-        assert time.monotonic() < deadline, f"no healthy worker after the kill; /health said {seen}\n{service.log_tail()}"
-        assert service.process.poll() is None, f"the master exited with {service.process.returncode}:\n{service.log_tail()}"
+        assert time.monotonic() < deadline, (
+            f"no healthy worker after the kill; /health said {seen}\n{service.log_tail()}")
+        assert service.process.poll() is None, (
+            f"the master exited with {service.process.returncode}:\n{service.log_tail()}")
         try:
             status, _, body = request(service.port, "GET", "/health", timeout=5)
         except TimeoutError:
@@ -140,7 +143,8 @@ def test_a_killed_worker_is_replaced_and_health_never_claims_a_model_it_has_not_
         seen.append(f"{status}:{body.get('clip_loaded')}")
         if body.get("clip_loaded") is True:
             assert status == 200 and body["status"] == "ok", body
-            assert loads_logged == 2, f"/health said clip_loaded before the new worker loaded its model:\n{service.log_tail()}"
+            assert loads_logged == 2, (
+                f"/health said clip_loaded before the new worker loaded its model:\n{service.log_tail()}")
             break
         assert status == 503 and body["clip_loaded"] is False and body["status"] == "loading", body
         if not loading_encode_checked:  # an encode meanwhile is refused with a hint to retry, not left hanging
@@ -183,8 +187,9 @@ def test_a_full_queue_refuses_at_once_with_retry_after_and_the_rest_get_correct_
     assert refused, "nothing was refused: the queue bound did not act"
     assert ok, "everything was refused"
     print(f"queue bound: {len(ok)} x 200, {len(refused)} x 503; 503 latency median "
-          f"{statistics.median(s for s, _, _ in refused) * 1000:.0f} ms, max {max(s for s, _, _ in refused) * 1000:.0f} ms")
-    for seconds, headers, body in refused:
+          f"{statistics.median(s for s, _, _ in refused) * 1000:.0f} ms, "
+          f"max {max(s for s, _, _ in refused) * 1000:.0f} ms")
+    for _seconds, headers, body in refused:
         assert body["status"] == "error" and body["code"] == "overloaded", body
         assert int(headers["retry-after"]) >= 1, headers
     # Refusals come at once (no forward pass waited for); a little slack for two busy cores.
@@ -211,7 +216,8 @@ def test_a_request_the_model_cannot_reach_within_the_deadline_gets_503_and_leave
 
     seconds, (status, headers, body) = timed(post_images, service.port, "/encode-images", "images",
                                              images * (count // len(images)), 60)
-    print(f"deadline: image pass <= {pass_seconds * 1000:.1f} ms, {count} images answered {status} after {seconds:.2f} s")
+    print(f"deadline: image pass <= {pass_seconds * 1000:.1f} ms, "
+          f"{count} images answered {status} after {seconds:.2f} s")
     assert status == 503, body
     assert body["status"] == "error" and body["code"] == "deadline_exceeded", body
     assert "retry-after" in headers

@@ -4,7 +4,7 @@ Every request must end as a 200 with the right vector for its (known) input, or 
 hang, be reset, or get another input's vector, and the service must answer normally afterwards.
 
 CLIP_LOAD_TEST_SECONDS sets the length of the overload phase (default 60). CLIP_LOAD_TEST_REPORT, when set,
-is a path the figures are written to as JSON. `pytest -s tests/test_load.py` prints them as one line.
+is a path the figures are written to as JSON. `pytest -s tests/e2e/test_load.py` prints them as one line.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from sample_images import encode_image_bytes, photo_like
-from service_process import (
+
+from support.images import encode_image_bytes, photo_like
+from support.service_process import (
     HOST,
     multipart,
     post_json,
@@ -72,7 +73,8 @@ class Workload:
         for index, text in enumerate(TEXTS):
             self.references["text", index] = self._reference(post_json(port, "/encode-text", {"text": text}))
         for index, image in enumerate(self.images):
-            self.references["image", index] = self._reference(request(port, "POST", "/encode-image", *multipart("image", [image])))
+            self.references["image", index] = self._reference(
+                request(port, "POST", "/encode-image", *multipart("image", [image])))
         self.raw_requests = {key: self._raw_request(key) for key in self.references}
 
     @staticmethod
@@ -130,7 +132,8 @@ class Workload:
             return Outcome("other", latency, lag, f"{status} {payload}")
         reference = self.references[key]
         vector = np.asarray(payload.get("vector") or [], np.float64)
-        if vector.shape != reference.shape or vector @ reference / (np.linalg.norm(vector) * np.linalg.norm(reference)) < SAME_VECTOR:
+        if (vector.shape != reference.shape
+                or vector @ reference / (np.linalg.norm(vector) * np.linalg.norm(reference)) < SAME_VECTOR):
             return Outcome("wrong", latency, lag, f"{key}")
         return Outcome("ok", latency, lag)
 
@@ -206,7 +209,7 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
             "p99": round(float(p99) * 1000, 1), "max": round(max(values) * 1000, 1)}
 
 
-def test_twice_the_capacity_gets_correct_vectors_or_quick_503s_and_nothing_hangs(small_model_dir, tmp_path):  # noqa: F811
+def test_twice_the_capacity_gets_correct_vectors_or_quick_503s_and_nothing_hangs(small_model_dir, tmp_path):
     began = time.monotonic()
     service = start_service(small_model_dir, tmp_path, **SERVICE_ENV)
     try:
@@ -224,7 +227,8 @@ def test_twice_the_capacity_gets_correct_vectors_or_quick_503s_and_nothing_hangs
         by_kind: dict[str, list[Outcome]] = {}
         for outcome in outcomes:
             by_kind.setdefault(outcome.kind, []).append(outcome)
-        count = {kind: len(by_kind.get(kind, [])) for kind in ("ok", "503", "wrong", "other", "timeout", "reset", "error")}
+        count = {kind: len(by_kind.get(kind, []))
+                 for kind in ("ok", "503", "wrong", "other", "timeout", "reset", "error")}
         codes_503: dict[str, int] = {}
         for outcome in by_kind.get("503", []):
             codes_503[outcome.detail] = codes_503.get(outcome.detail, 0) + 1
@@ -257,7 +261,8 @@ def test_twice_the_capacity_gets_correct_vectors_or_quick_503s_and_nothing_hangs
         }
         print("\nload test: " + ", ".join([
             f"{LOAD_SECONDS:g} s at {rate:.1f} req/s offered ({OVERLOAD_FACTOR:g}x the measured {capacity:.1f} req/s)",
-            f"{len(outcomes)} requests: {count['ok']} x 200 ({report['ok_200_rps']} req/s), {count['503']} x 503 {codes_503}",
+            (f"{len(outcomes)} requests: {count['ok']} x 200 ({report['ok_200_rps']} req/s), "
+             f"{count['503']} x 503 {codes_503}"),
             (f"{count['wrong']} wrong vectors, {count['other']} other, {count['timeout']} timeouts, "
              f"{count['reset']} resets, {count['error']} errors"),
             f"200 latency ms {report['latency_ms_200']}", f"503 latency ms {report['latency_ms_503']}",
@@ -267,7 +272,8 @@ def test_twice_the_capacity_gets_correct_vectors_or_quick_503s_and_nothing_hangs
             with open(os.environ["CLIP_LOAD_TEST_REPORT"], "w") as file:
                 json.dump(report, file, indent=2, ensure_ascii=False)
 
-        examples = {kind: [o.detail for o in by_kind.get(kind, [])[:3]] for kind in ("wrong", "other", "timeout", "reset", "error")}
+        examples = {kind: [o.detail for o in by_kind.get(kind, [])[:3]]
+                    for kind in ("wrong", "other", "timeout", "reset", "error")}
         assert count["timeout"] == count["reset"] == count["error"] == 0, (report, examples)
         assert count["other"] == 0, (report, examples)
         assert count["wrong"] == 0, (report, examples)
@@ -279,7 +285,8 @@ def test_twice_the_capacity_gets_correct_vectors_or_quick_503s_and_nothing_hangs
         # Afterwards: healthy, same worker (none was killed or restarted), right vectors.
         status, _, body = request(service.port, "GET", "/health")
         assert status == 200 and body["clip_loaded"] is True, body
-        assert wait_for_one_worker(service.pid) == worker, f"the worker was replaced during the load:\n{service.log_tail()}"
+        assert wait_for_one_worker(service.pid) == worker, (
+            f"the worker was replaced during the load:\n{service.log_tail()}")
         for number in (0, 1, IMAGE_EVERY - 1):
             outcome = asyncio.run(workload.call(number))
             assert outcome.kind == "ok", outcome

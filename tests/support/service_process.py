@@ -1,8 +1,7 @@
 """Helpers for tests that run the real service (gunicorn) as ops start it, on loopback only.
 
-Shared by test_resilience.py and test_load.py: starting and stopping `python3 clip_vectorize_service.py`,
-finding its worker, small HTTP helpers, and a CLIP checkpoint heavy enough that a Python client on two
-cores can overload it (the tiny test model answers in about a millisecond).
+Shared by the tests in tests/e2e/: starting and stopping `python3 clip_vectorize_service.py`, finding its
+worker, and small HTTP helpers (plain http.client, one connection per request).
 """
 
 from __future__ import annotations
@@ -19,9 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"  # loopback only, always
 MODEL_LOADED_LINE = re.compile(r"CLIP model .* loaded on ")  # clip_encoder.ClipEncoder.load logs it once per load
 
@@ -63,13 +60,21 @@ class Service:
         return "\n".join(self.log().splitlines()[-lines:])
 
 
-def start_service(model_dir: Path, log_dir: Path, **env: str) -> Service:
-    """Start the service; its stdout and stderr go to a file (a pipe nobody reads would block a busy server)."""
+START_COMMANDS = {  # the ways ops start it; each ends in the same gunicorn command
+    "python3 clip_vectorize_service.py": [sys.executable, str(PROJECT_ROOT / "clip_vectorize_service.py")],
+    "start_clip_service.sh": [str(PROJECT_ROOT / "start_clip_service.sh")],
+}
+
+
+def start_service(model_dir: Path, log_dir: Path, command: str = "python3 clip_vectorize_service.py",
+                  **env: str) -> Service:
+    """Start the service from `/` (it must not depend on the caller's directory); its stdout and stderr go to a
+    file (a pipe nobody reads would block a busy server)."""
     port = free_port()
     log_path = log_dir / f"service-{port}.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "clip_vectorize_service.py")], cwd="/",
-                                   env=service_env(model_dir, port, **env), stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(START_COMMANDS[command], cwd="/", env=service_env(model_dir, port, **env),
+                                   stdout=log, stderr=subprocess.STDOUT)
     return Service(process, port, log_path)
 
 
@@ -153,7 +158,8 @@ def multipart(field: str, files: list[bytes]) -> tuple[bytes, dict[str, str]]:
     boundary = "clip-test-boundary-7d1f0a"
     parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{index}.jpg"\r\n'
              f"Content-Type: image/jpeg\r\n\r\n".encode() + blob + b"\r\n" for index, blob in enumerate(files)]
-    return b"".join(parts) + f"--{boundary}--\r\n".encode(), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    return (b"".join(parts) + f"--{boundary}--\r\n".encode(),
+            {"Content-Type": f"multipart/form-data; boundary={boundary}"})
 
 
 def post_images(port: int, path: str, field: str, files: list[bytes], timeout: float = 30):
@@ -176,29 +182,3 @@ def queue_depth(port: int) -> int | None:
         connection.close()
     depths = re.findall(r"^clip_queue_depth\{[^}]*\}\s+([0-9.eE+-]+)$", text, re.MULTILINE)
     return int(sum(float(depth) for depth in depths)) if depths else None
-
-
-def cosine(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
-
-
-# ---------------------------------------------------------------- a CLIP heavy enough to overload from Python
-
-
-def build_small_clip(directory: Path, seed: int = 1) -> Path:
-    """Like tiny_clip.build_tiny_clip (same tokenizer and preprocessor files), with towers a few times heavier:
-    text 512 wide x 8 layers, vision 384 wide x 6 layers at 224 px / 32 px patches. With one inference thread
-    it encodes some tens of texts or images per second on one core."""
-    import torch
-    from tiny_clip import build_tiny_clip
-    from transformers import CLIPConfig, CLIPModel
-
-    build_tiny_clip(directory)
-    tiny = CLIPConfig.from_pretrained(directory)
-    text, vision = tiny.text_config.to_dict(), tiny.vision_config.to_dict()
-    text.update(hidden_size=512, intermediate_size=2048, num_hidden_layers=8, num_attention_heads=8)
-    vision.update(hidden_size=384, intermediate_size=1536, num_hidden_layers=6, num_attention_heads=6)
-    torch.manual_seed(seed)
-    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=64)).eval().save_pretrained(directory)
-    return directory

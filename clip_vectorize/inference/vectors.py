@@ -1,0 +1,63 @@
+"""What an encoder promises the rest of the service: the `Encoder` protocol and the shapes of its results.
+
+The web area depends on these types alone, never on a concrete encoder, so a fake (tests) or a second
+encoder fits without editing the views, health or metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from clip_vectorize.errors import InvalidImageError
+
+ImageInput = bytes | InvalidImageError  # an image's bytes, or why the caller's input could not be read as bytes
+ImageResult = np.ndarray | InvalidImageError  # a unit vector, or why that image was refused
+
+
+@dataclass(frozen=True)
+class TextVectors:
+    vectors: np.ndarray  # (n, dimension) float32, unit length
+    truncated: list[bool]  # True where the text was longer than the model's context and was cut
+
+
+class BatcherGauge(Protocol):
+    """What metrics read of a micro-batcher: how many items wait, and a hook told the size of every pass."""
+
+    on_batch: Callable[[int], None] | None
+
+    @property
+    def depth(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class CacheCounts:
+    hits: int
+    misses: int
+
+
+class Encoder(Protocol):
+    """Texts and images in, unit-length float32 vectors out, plus what /health and /metrics report."""
+
+    model_name: str
+    device: str
+    backend_name: str
+    dimension: int
+
+    @property
+    def ready(self) -> bool: ...
+
+    def encode_texts(self, texts: Sequence[str]) -> TextVectors: ...
+
+    def encode_images(self, images: Sequence[ImageInput]) -> list[ImageResult]:
+        """One result per input, in order; a refused input stays refused and never fails the others."""
+        ...
+
+    def batchers(self) -> Mapping[str, BatcherGauge]:
+        """Each micro-batcher by the name metrics label it with (the tower: "text", "image", ...)."""
+        ...
+
+    def text_cache_counts(self) -> CacheCounts: ...

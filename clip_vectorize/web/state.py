@@ -1,0 +1,50 @@
+"""What one app instance holds: its settings, metrics and URL policy, and its encoder once one is attached."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from flask import Flask, current_app
+
+from clip_vectorize.errors import ModelNotReadyError
+from clip_vectorize.inference.vectors import Encoder
+from clip_vectorize.url_fetch import UrlPolicy
+from clip_vectorize.web.observability import Metrics
+from config import Settings
+
+_EXTENSION = "clip_vectorize"
+
+
+@dataclass
+class ServiceState:
+    settings: Settings
+    model_name: str  # reported before the model is loaded, then the encoder's own
+    openapi_document: bytes
+    metrics: Metrics = field(default_factory=Metrics)
+    encoder: Encoder | None = None
+    url_policy: UrlPolicy = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.url_policy = UrlPolicy(frozenset(host.lower() for host in self.settings.url_allowed_hosts),
+                                    self.settings.url_max_bytes, connect_timeout_s=self.settings.url_timeout_s,
+                                    read_timeout_s=self.settings.url_timeout_s)
+
+    def attach(self, encoder: Encoder) -> None:
+        """Serve with this encoder from now on; its batchers start feeding the metrics."""
+        self.metrics.watch(encoder)
+        self.model_name = encoder.model_name
+        self.encoder = encoder
+
+    def ready_encoder(self) -> Encoder:
+        """The encoder, or a 503 while the model is still loading."""
+        if self.encoder is None or not self.encoder.ready:
+            raise ModelNotReadyError("the CLIP model is still loading; retry in a few seconds")
+        return self.encoder
+
+    def install(self, app: Flask) -> None:
+        app.extensions[_EXTENSION] = self
+
+
+def service_state(app: Flask | None = None) -> ServiceState:
+    """The state of `app`, or of the app handling the current request."""
+    return (app or current_app).extensions[_EXTENSION]
