@@ -1,7 +1,8 @@
 """ClipEncoder: the one object that turns texts and image bytes into unit-length float32 CLIP vectors.
 
-It loads one CLIP checkpoint and composes the inference area's parts: a text path and an image path over
-one backend. Tokenizing and image decoding run in the caller's thread; the forward passes go through one
+It loads one CLIP checkpoint and, optionally, a multilingual text tower trained into the same image space,
+and composes the inference area's parts: one text path per text model and an image path, each over its
+backend. Tokenizing and image decoding run in the caller's thread; the forward passes go through one
 micro-batcher per tower, so concurrent requests share a pass. No HTTP here: problems are raised as the
 typed errors of `clip_vectorize.errors`. Only entry points construct it; library code is handed one.
 """
@@ -11,41 +12,68 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
-from clip_vectorize.errors import ModelNotReadyError
-from clip_vectorize.inference.backends import Backend
+import numpy as np
+
+from clip_vectorize.errors import ModelLoadError, ModelNotReadyError, UnknownEncoderError
+from clip_vectorize.inference.backends import Backend, TextBackend
 from clip_vectorize.inference.batching import BatchLimits
 from clip_vectorize.inference.image_path import ImagePath
 from clip_vectorize.inference.model_loading import (
     ModelParts,
     build_backend,
+    clip_source,
     load_model_parts,
     pick_device,
-    resolve_model_source,
 )
+from clip_vectorize.inference.multilingual import MultilingualParts, load_multilingual_parts, multilingual_source
+from clip_vectorize.inference.routing import CLIP, MULTILINGUAL, route
 from clip_vectorize.inference.text_cache import LruCache
 from clip_vectorize.inference.text_path import TextModel, TextPath
-from clip_vectorize.inference.vectors import BatcherGauge, CacheCounts, ImageInput, ImageResult, TextVectors
+from clip_vectorize.inference.vectors import (
+    BatcherGauge,
+    CacheCounts,
+    ImageInput,
+    ImageResult,
+    TextEncoderInfo,
+    TextVectors,
+)
 from config import Settings
 
 logger = logging.getLogger(__name__)
 
-WARM_UP_TEXT = "a photo of a car"
+WARM_UP_TEXTS = {CLIP: "a photo of a car", MULTILINGUAL: "一辆红色的汽车"}
+
+
+@dataclass(frozen=True)
+class LoadedMultilingual:
+    """A multilingual text model and the runtime that runs it, before the encoder wraps it in a text path."""
+
+    parts: MultilingualParts
+    backend: TextBackend
 
 
 class ClipEncoder:
-    """One loaded CLIP model: a text path and an image path over one backend (implements `Encoder`)."""
+    """CLIP's text and image towers, plus an optional multilingual text tower (implements `Encoder`)."""
 
-    def __init__(self, parts: ModelParts, backend: Backend, device: str, settings: Settings) -> None:
+    def __init__(self, parts: ModelParts, backend: Backend, device: str, settings: Settings,
+                 multilingual: LoadedMultilingual | None = None) -> None:
         self.model_name = parts.name
         self.device = device
         self.backend = backend
         self.backend_name = backend.name
         self.dimension: int = parts.config.projection_dim
         self.image_preprocess = settings.image_preprocess
+        self.text_routing = settings.text_routing or CLIP
         limits = BatchLimits(settings.batch_size, settings.batch_wait_ms / 1000, settings.queue_size)
-        self.text = TextPath(_clip_text_model(parts, backend), LruCache(settings.text_cache_size), limits,
-                             name="text", timeout_s=settings.request_timeout_s)
+        clip_text = TextPath(_clip_text_model(parts, backend), LruCache(settings.text_cache_size), limits, name=CLIP,
+                             timeout_s=settings.request_timeout_s)
+        self.texts: dict[str, TextPath] = {CLIP: clip_text}
+        self._infos = [TextEncoderInfo(CLIP, parts.name, backend.name, clip_text.model.context_length, "clip", "en")]
+        self._chinese_only = False
+        if multilingual is not None:
+            self._add_multilingual(multilingual, settings, limits)
         self.image = ImagePath(parts.image_processor, backend.encode_image, limits,
                                preprocess=settings.image_preprocess, max_pixels=settings.max_image_pixels,
                                timeout_s=settings.request_timeout_s)
@@ -53,53 +81,107 @@ class ClipEncoder:
 
     @classmethod
     def load(cls, settings: Settings) -> ClipEncoder:
-        """Load, place on the device, warm up, and log one line saying what happened."""
+        """Load, place on the device, warm up, and log one line per model saying what happened."""
         started = time.perf_counter()
         device = pick_device(settings.device)
-        parts = load_model_parts(resolve_model_source(settings))
-        encoder = cls(parts, build_backend(settings, parts, device), device, settings)
+        parts = load_model_parts(clip_source(settings))
+        backend = build_backend(settings, parts, device)
+        multilingual = _load_multilingual(settings, device, parts.config.projection_dim)
+        encoder = cls(parts, backend, device, settings, multilingual)
         encoder.warm_up()
         logger.info(
             "CLIP model %s loaded on %s (backend %s, dimension %d, image preprocessing %s) in %.1f s",
             encoder.model_name, device, encoder.backend_name, encoder.dimension, encoder.image_preprocess,
             time.perf_counter() - started,
         )
+        if multilingual is not None:
+            logger.info("multilingual text model %s (%s, %s) loaded: backend %s, %d tokens; text routing %s",
+                        multilingual.parts.name, multilingual.parts.format, multilingual.parts.languages,
+                        multilingual.backend.name, multilingual.parts.context_length, encoder.text_routing)
         return encoder
+
+    @property
+    def text(self) -> TextPath:
+        """CLIP's own text path."""
+        return self.texts[CLIP]
 
     @property
     def ready(self) -> bool:
         return self._ready
 
     def warm_up(self) -> None:
-        """One text and one image pass, so no user pays for the first inference; then report ready."""
-        self.text.warm_up(WARM_UP_TEXT)
+        """One pass per tower, so no user pays for the first inference; then report ready."""
+        for name, path in self.texts.items():
+            path.warm_up(WARM_UP_TEXTS[name])
         self.image.warm_up()
         self._ready = True
 
     def close(self) -> None:
         """Stop taking work, finish what is queued."""
         self._ready = False
-        self.text.close()
+        for path in self.texts.values():
+            path.close()
         self.image.close()
 
-    def encode_texts(self, texts: Sequence[str]) -> TextVectors:
+    def encode_texts(self, texts: Sequence[str], encoder: str | None = None) -> TextVectors:
+        """Vectors in input order; each text goes to the encoder the caller named, else to the routing's choice."""
         self._require_ready()
-        return self.text.encode(texts)
+        chosen = [self._encoder_for(text, encoder) for text in texts]
+        groups = {name: [index for index, pick in enumerate(chosen) if pick == name] for name in dict.fromkeys(chosen)}
+        results = {name: self.texts[name].encode([texts[index] for index in indices])
+                   for name, indices in groups.items()}
+        return _in_input_order(len(texts), self.dimension, groups, results)
 
     def encode_images(self, images: Sequence[ImageInput]) -> list[ImageResult]:
         """A vector per image in input order; one that can't be decoded gets its InvalidImageError instead."""
         self._require_ready()
         return self.image.encode(images)
 
-    def batchers(self) -> Mapping[str, BatcherGauge]:
-        return {"text": self.text.batcher, "image": self.image.batcher}
+    def text_encoders(self) -> list[TextEncoderInfo]:
+        return list(self._infos)
 
-    def text_cache_counts(self) -> CacheCounts:
-        return CacheCounts(self.text.cache.hits, self.text.cache.misses)
+    def batchers(self) -> Mapping[tuple[str, str], BatcherGauge]:
+        text_batchers = {(name, "text"): path.batcher for name, path in self.texts.items()}
+        return {**text_batchers, (CLIP, "image"): self.image.batcher}
+
+    def text_cache_counts(self) -> Mapping[str, CacheCounts]:
+        return {name: CacheCounts(path.cache.hits, path.cache.misses) for name, path in self.texts.items()}
+
+    def _add_multilingual(self, loaded: LoadedMultilingual, settings: Settings, limits: BatchLimits) -> None:
+        parts = loaded.parts
+        model = TextModel(tokenizer=parts.tokenizer, encode=loaded.backend.encode_text, dimension=parts.dimension,
+                          context_length=parts.context_length, pad_token_id=parts.tokenizer.pad_token_id)
+        self.texts[MULTILINGUAL] = TextPath(model, LruCache(settings.text_cache_size), limits, name=MULTILINGUAL,
+                                            timeout_s=settings.request_timeout_s)
+        self._infos.append(TextEncoderInfo(MULTILINGUAL, parts.name, loaded.backend.name, parts.context_length,
+                                           parts.format, parts.languages))
+        self._chinese_only = parts.languages == "zh"
+
+    def _encoder_for(self, text: str, requested: str | None) -> str:
+        if requested is not None:
+            if requested not in self.texts:
+                raise UnknownEncoderError(
+                    f"encoder {requested!r} is not loaded; loaded: {', '.join(self.texts)}"
+                    + ("" if MULTILINGUAL in self.texts else " (set CLIP_MULTILINGUAL_MODEL to load 'multilingual')"))
+            return requested
+        return route(text, self.text_routing, self._chinese_only) if MULTILINGUAL in self.texts else CLIP
 
     def _require_ready(self) -> None:
         if not self._ready:
             raise ModelNotReadyError("the CLIP model is not loaded yet")
+
+
+def _load_multilingual(settings: Settings, device: str, dimension: int) -> LoadedMultilingual | None:
+    """The multilingual text model when CLIP_MULTILINGUAL_MODEL is set; its vectors must be CLIP's size."""
+    if not settings.multilingual_model:
+        return None
+    parts = load_multilingual_parts(multilingual_source(settings.multilingual_model))
+    if parts.dimension != dimension:
+        raise ModelLoadError(
+            f"CLIP_MULTILINGUAL_MODEL={parts.name!r} makes {parts.dimension}-d vectors but the CLIP model's are "
+            f"{dimension}-d: they are not in the same space. Fix: use a multilingual model trained against this CLIP "
+            "model (for openai/clip-vit-base-patch32: 512-d), or unset CLIP_MULTILINGUAL_MODEL.")
+    return LoadedMultilingual(parts, build_backend(settings, parts, device))
 
 
 def _clip_text_model(parts: ModelParts, backend: Backend) -> TextModel:
@@ -108,3 +190,17 @@ def _clip_text_model(parts: ModelParts, backend: Backend) -> TextModel:
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return TextModel(tokenizer=tokenizer, encode=backend.encode_text, dimension=parts.config.projection_dim,
                      context_length=parts.config.text_config.max_position_embeddings, pad_token_id=pad_token_id)
+
+
+def _in_input_order(count: int, dimension: int, groups: Mapping[str, list[int]],
+                    results: Mapping[str, TextVectors]) -> TextVectors:
+    """One TextVectors from each encoder's share: `groups[name]` are the input positions `results[name]` holds."""
+    vectors = np.zeros((count, dimension), np.float32)
+    truncated, encoders, tokens = [False] * count, [CLIP] * count, [0] * count
+    for name, indices in groups.items():
+        share = results[name]
+        vectors[indices] = share.vectors
+        for position, index in enumerate(indices):
+            truncated[index], encoders[index], tokens[index] = (share.truncated[position], share.encoders[position],
+                                                                share.token_counts[position])
+    return TextVectors(vectors, truncated, encoders, tokens)

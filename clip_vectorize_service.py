@@ -19,7 +19,7 @@ from transformers.utils import logging as transformers_logging
 from clip_encoder import ClipEncoder
 from clip_vectorize.inference.model_loading import resolve_model_source
 from clip_vectorize.inference.vectors import Encoder
-from clip_vectorize.web import encode, probes
+from clip_vectorize.web import encode, openai_api, probes
 from clip_vectorize.web.access_control import install_api_key, install_cors
 from clip_vectorize.web.http_errors import register_error_handlers
 from clip_vectorize.web.observability import install_request_tracking
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
     install_cors(app, settings.cors_origins)
     app.register_blueprint(probes.blueprint)
     app.register_blueprint(encode.blueprint)
+    app.register_blueprint(openai_api.blueprint)
     register_error_handlers(app)
     if encoder is not None:
         state.attach(encoder)

@@ -58,6 +58,12 @@ class Settings(EnvSettings):
         f"reference project's model, else {DEFAULT_MODEL}")
     reference_project: str | None = setting(
         "CLIP_REFERENCE_PROJECT", None, "Legacy: with CLIP_MODEL unset, $CLIP_REFERENCE_PROJECT/clip-vit-base-patch32/")
+    multilingual_model: str | None = setting(
+        "CLIP_MULTILINGUAL_MODEL", None, "A text tower trained into CLIP's image space for Chinese and other "
+        "languages: Hugging Face id or local directory (sentence-transformers, M-CLIP or Taiyi-CLIP format)")
+    text_routing: str | None = setting(
+        "CLIP_TEXT_ROUTING", None, "auto (Han and other non-Latin text to the multilingual model), clip or "
+        "multilingual; unset: auto with a multilingual model, else clip", choices=("auto", "clip", "multilingual"))
     device: str = setting("DEVICE", "auto", "auto (CUDA when torch sees a GPU), cpu or cuda",
                           choices=("auto", "cpu", "cuda"))
     backend: str = setting("CLIP_BACKEND", "auto", "auto (ONNX Runtime on CPU, torch on CUDA), onnx or torch",
@@ -98,6 +104,11 @@ class Settings(EnvSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.text_routing is None:
+            object.__setattr__(self, "text_routing", "auto" if self.multilingual_model else "clip")
+        if self.text_routing != "clip" and not self.multilingual_model:
+            raise ValueError(f"CLIP_TEXT_ROUTING={self.text_routing} needs a multilingual model: set "
+                             "CLIP_MULTILINGUAL_MODEL, or CLIP_TEXT_ROUTING=clip")
         if self.precision == "fp16" and (self.device == "cpu" or self.backend == "onnx"):
             raise ValueError("CLIP_PRECISION=fp16 needs the torch backend on CUDA; CPU and ONNX run fp32")
 
@@ -141,7 +152,7 @@ def parse_value(declared: Field, raw: str, kind: Any) -> Any:
 def _validate(settings: EnvSettings, declared: Field) -> None:
     env, value = declared.metadata["env"], getattr(settings, declared.name)
     choices, minimum = declared.metadata["choices"], declared.metadata["minimum"]
-    if choices:
+    if choices and value is not None:  # None: unset, the default decided elsewhere
         value = _canonical_choice(value, choices)
         object.__setattr__(settings, declared.name, value)
         if value not in choices:

@@ -13,6 +13,10 @@ class InvalidImageError(EncoderError):
     """The bytes given are not an image we can decode (or are too large to decode safely)."""
 
 
+class UnknownEncoderError(EncoderError):
+    """A request asked for a text encoder that is not loaded (e.g. "multilingual" without a multilingual model)."""
+
+
 class ModelNotReadyError(EncoderError):
     """The model is not loaded and warmed up yet, or no longer."""
 

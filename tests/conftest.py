@@ -10,7 +10,8 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 import pytest
 
-from support.models import build_small_clip, build_tiny_clip
+from support.models import PROJECTION_DIM, build_small_clip, build_tiny_clip
+from support.multilingual import build_tiny_mclip, build_tiny_sentence_transformer, build_tiny_taiyi
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +36,26 @@ def tiny_encoder(tiny_settings):
     from clip_encoder import ClipEncoder
 
     encoder = ClipEncoder.load(tiny_settings(batch_size=4))
+    yield encoder
+    encoder.close()
+
+
+@pytest.fixture(scope="session")
+def multilingual_dirs(tmp_path_factory) -> dict[str, Path]:
+    """A tiny checkpoint of each published multilingual format, by format name, each of CLIP's dimension."""
+    root = tmp_path_factory.mktemp("multilingual")
+    builders = {"sentence-transformers": build_tiny_sentence_transformer, "m-clip": build_tiny_mclip,
+                "bert-sequence-classification": build_tiny_taiyi}
+    return {fmt: build(root / fmt, dimension=PROJECTION_DIM) for fmt, build in builders.items()}
+
+
+@pytest.fixture(scope="session")
+def tiny_multilingual_encoder(tiny_settings, multilingual_dirs):
+    """The tiny CLIP with the tiny sentence-transformers tower as its multilingual encoder (routing auto)."""
+    from clip_encoder import ClipEncoder
+
+    tower = multilingual_dirs["sentence-transformers"]
+    encoder = ClipEncoder.load(tiny_settings(batch_size=4, multilingual_model=str(tower)))
     yield encoder
     encoder.close()
 

@@ -47,9 +47,9 @@ def test_auto_uses_onnx_on_cpu_and_torch_on_cuda():
 
 
 def test_a_restart_reuses_the_cached_export(tiny_model_dir, tmp_path, monkeypatch):
-    first = onnx_export.cached_towers(tiny_model_dir, tmp_path)
+    first = onnx_export.cached_towers("clip", tiny_model_dir, tmp_path)
     monkeypatch.setattr(onnx_export, "export_in_child_process", lambda *args: pytest.fail("exported again"))
-    assert onnx_export.cached_towers(tiny_model_dir, tmp_path) == first
+    assert onnx_export.cached_towers("clip", tiny_model_dir, tmp_path) == first
 
 
 def test_new_weights_or_library_versions_make_a_new_export_key(tiny_model_dir, tmp_path, monkeypatch):
@@ -57,12 +57,12 @@ def test_new_weights_or_library_versions_make_a_new_export_key(tiny_model_dir, t
     model_dir.mkdir()
     for source in tiny_model_dir.iterdir():
         (model_dir / source.name).write_bytes(source.read_bytes())
-    key = onnx_export.export_key(model_dir)
+    key = onnx_export.export_key("clip", model_dir)
     (model_dir / "model.safetensors").touch()  # same name, new mtime: a re-saved checkpoint
-    assert onnx_export.export_key(model_dir) != key
-    key = onnx_export.export_key(model_dir)
+    assert onnx_export.export_key("clip", model_dir) != key
+    key = onnx_export.export_key("clip", model_dir)
     monkeypatch.setattr(torch, "__version__", "9.9.9")
-    assert onnx_export.export_key(model_dir) != key
+    assert onnx_export.export_key("clip", model_dir) != key
 
 
 def test_auto_falls_back_to_torch_when_the_onnx_export_fails(tiny_settings, monkeypatch, caplog):

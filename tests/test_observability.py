@@ -60,7 +60,7 @@ def test_errors_are_counted_and_logged_too(client, caplog):
 
 
 def test_metrics_cover_requests_latency_batches_queue_cache_load_time_and_memory(client):
-    passes = sample(client, 'clip_batch_size_count{tower="text"}')
+    passes = sample(client, 'clip_batch_size_count{encoder="clip",tower="text"}')
     client.post("/encode-text", json={"text": "metrics probe car"})
     client.post("/encode-text", json={"text": "metrics probe car"})  # a cache hit
     client.post("/encode-text", json={})
@@ -69,16 +69,17 @@ def test_metrics_cover_requests_latency_batches_queue_cache_load_time_and_memory
         'clip_requests_total{endpoint="/encode-text",status="200"}',
         'clip_requests_total{endpoint="/encode-text",status="400"}',
         'clip_request_duration_seconds_bucket{endpoint="/encode-text",le="0.1"}',
-        'clip_batch_size_bucket{le="1.0",tower="text"}',
-        'clip_queue_depth{tower="image"} 0.0',
-        'clip_text_cache_lookups_total{result="hit"}',
+        'clip_batch_size_bucket{encoder="clip",le="1.0",tower="text"}',
+        'clip_queue_depth{encoder="clip",tower="image"} 0.0',
+        'clip_text_cache_lookups_total{encoder="clip",result="hit"}',
         "clip_model_ready 1.0",
         "clip_model_load_seconds",
         "process_resident_memory_bytes",
     ):
         assert expected in text, expected
-    assert sample(client, 'clip_batch_size_count{tower="text"}') == passes + 1  # the second query was a cache hit
-    assert sample(client, 'clip_text_cache_lookups_total{result="hit"}') >= 1
+    # one pass for the two identical queries: the second was a cache hit
+    assert sample(client, 'clip_batch_size_count{encoder="clip",tower="text"}') == passes + 1
+    assert sample(client, 'clip_text_cache_lookups_total{encoder="clip",result="hit"}') >= 1
 
 
 def test_the_json_log_format_writes_one_object_per_line_with_request_fields():

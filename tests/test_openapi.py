@@ -75,11 +75,14 @@ def open_app(tiny_encoder):
     return make_app(tiny_encoder)
 
 
-@pytest.fixture(scope="module", params=["open", "with-api-key", "model-loading"])
-def service(request, tiny_encoder):
-    """(app, the 5xx it may answer): no API key; an API key the generated requests lack; a model still loading."""
+@pytest.fixture(scope="module", params=["open", "with-api-key", "model-loading", "multilingual"])
+def service(request, tiny_encoder, tiny_multilingual_encoder):
+    """(app, the 5xx it may answer): no API key; an API key the generated requests lack; a model still loading;
+    a second, multilingual text encoder."""
     if request.param == "open":
         return make_app(tiny_encoder), set()
+    if request.param == "multilingual":
+        return make_app(tiny_multilingual_encoder), set()
     if request.param == "with-api-key":
         return make_app(tiny_encoder, api_key=API_KEY), set()
     return make_app(_StillLoading(tiny_encoder)), {503}
@@ -114,12 +117,12 @@ def test_every_example_in_the_document_matches_its_schema(schema, example):
     OAS30Validator({"allOf": [schema], "components": SPEC["components"]}).validate(example)
 
 
-def test_the_encode_endpoints_accept_a_bearer_token_and_the_probes_need_none():
+def test_the_encode_and_openai_endpoints_accept_a_bearer_token_and_the_probes_need_none():
     scheme = SPEC["components"]["securitySchemes"]["bearerAuth"]
     assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
     for path, operations in SPEC["paths"].items():
         for operation in operations.values():
-            expected = [{}, {"bearerAuth": []}] if path.startswith("/encode-") else []
+            expected = [{}, {"bearerAuth": []}] if path.startswith(("/encode-", "/v1/")) else []
             assert operation["security"] == expected, path
 
 

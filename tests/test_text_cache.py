@@ -10,10 +10,10 @@ def test_a_repeated_text_is_served_from_the_cache_without_a_forward_pass(tiny_en
     passes: list[int] = []
     monkeypatch.setattr(tiny_encoder.text.batcher, "on_batch", passes.append)
     first = tiny_encoder.encode_texts(["silver Audi wagon"]).vectors[0]
-    hits = tiny_encoder.text_cache_counts().hits
+    hits = tiny_encoder.text_cache_counts()["clip"].hits
     again = tiny_encoder.encode_texts(["silver Audi wagon"]).vectors[0]
     assert np.array_equal(first, again)
-    assert len(passes) == 1 and tiny_encoder.text_cache_counts().hits == hits + 1
+    assert len(passes) == 1 and tiny_encoder.text_cache_counts()["clip"].hits == hits + 1
 
 
 def test_a_batch_mixing_cached_and_new_texts_keeps_input_order(tiny_encoder):
@@ -27,7 +27,7 @@ def test_cache_size_zero_keeps_nothing(tiny_settings):
     encoder = ClipEncoder.load(tiny_settings(text_cache_size=0))
     encoder.encode_texts(["red car", "red car"])
     encoder.encode_texts(["red car"])
-    assert encoder.text_cache_counts().hits == 0 and encoder.text.cache.get("red car") is None
+    assert encoder.text_cache_counts()["clip"].hits == 0 and encoder.text.cache.get("red car") is None
     encoder.close()
 
 

@@ -16,11 +16,13 @@ from torch import nn
 from transformers import CLIPModel
 
 
-class Backend(Protocol):
+class TextBackend(Protocol):
     name: str
 
     def encode_text(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray: ...
 
+
+class Backend(TextBackend, Protocol):
     def encode_image(self, pixel_values: np.ndarray) -> np.ndarray: ...
 
 
@@ -49,18 +51,19 @@ class ImageTower(nn.Module):
 
 
 class TorchBackend:
-    """Eager PyTorch on CPU or CUDA; fp32, or fp16 on CUDA. Vectors come back float32 either way."""
+    """Eager PyTorch on CPU or CUDA; fp32, or fp16 on CUDA. Vectors come back float32 either way.
+    A text-only model (a multilingual text tower) has no image tower."""
 
     name = "torch"
 
-    def __init__(self, model: CLIPModel, device: str, dtype: torch.dtype = torch.float32, threads: int = 0) -> None:
+    def __init__(self, text: nn.Module, image: nn.Module | None, device: str, dtype: torch.dtype = torch.float32,
+                 threads: int = 0) -> None:
         self.device = torch.device(device)
         if threads:
             torch.set_num_threads(threads)
-        model = model.to(self.device, dtype).eval()  # type: ignore[arg-type]  # transformers types .to() oddly
-        self._text = TextTower(model)
-        self._image = ImageTower(model)
-        self._dtype = next(model.parameters()).dtype
+        self._text = text.to(self.device, dtype).eval()
+        self._image = image.to(self.device, dtype).eval() if image is not None else None
+        self._dtype = dtype
 
     def encode_text(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -69,13 +72,16 @@ class TorchBackend:
             return self._text(ids, mask).cpu().numpy()
 
     def encode_image(self, pixel_values: np.ndarray) -> np.ndarray:
+        if self._image is None:
+            raise RuntimeError("this model has no image tower")
         with torch.inference_mode():
             pixels = torch.from_numpy(pixel_values).to(self.device, self._dtype)
             return self._image(pixels).cpu().numpy()
 
 
 class OnnxBackend:
-    """ONNX Runtime on CPU, running the towers inference.onnx_export made (projection and normalization inside)."""
+    """ONNX Runtime on CPU, running the towers inference.onnx_export made (projection and normalization inside).
+    A text-only model's export has no image.onnx."""
 
     name = "onnx"
 
@@ -83,12 +89,15 @@ class OnnxBackend:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads  # 0: one per core
         options.inter_op_num_threads = 1
-        providers = ["CPUExecutionProvider"]
-        self._text = onnxruntime.InferenceSession(str(towers_dir / "text.onnx"), options, providers=providers)
-        self._image = onnxruntime.InferenceSession(str(towers_dir / "image.onnx"), options, providers=providers)
+        sessions = {path.stem: onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+                    for path in sorted(towers_dir.glob("*.onnx"))}
+        self._text = sessions["text"]
+        self._image = sessions.get("image")
 
     def encode_text(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         return self._text.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
 
     def encode_image(self, pixel_values: np.ndarray) -> np.ndarray:
+        if self._image is None:
+            raise RuntimeError("this model has no image tower")
         return self._image.run(None, {"pixel_values": pixel_values})[0]

@@ -1,4 +1,6 @@
-"""Exporting CLIP's text and image towers to ONNX once, and finding them again on the next start.
+"""Exporting a model's towers to ONNX once, and finding them again on the next start.
+
+CLIP exports a text and an image tower; a multilingual text model (inference.multilingual) a text tower.
 
 Exports are cached under `<cache_dir>/onnx/<model>-<key>/`, where the key hashes the model's config, its
 weight files (name, size, mtime) and the versions of every library that shapes the exported graph, so a
@@ -27,34 +29,38 @@ from onnxruntime.transformers import optimizer
 from transformers import CLIPModel
 
 from clip_vectorize.inference.backends import ImageTower, TextTower
+from clip_vectorize.inference.multilingual import build_tower, detect_format, multilingual_source
 
 logger = logging.getLogger(__name__)
 
-EXPORT_FORMAT = 1  # bump when what gets exported changes
+EXPORT_FORMAT = 2  # bump when what gets exported changes
 OPSET = 17
-TOWER_FILES = ("text.onnx", "image.onnx")
+TOWER_FILES = {"clip": ("text.onnx", "image.onnx"), "multilingual": ("text.onnx",)}  # by kind of model
 
 
-def export_key(model_dir: Path) -> str:
-    digest = hashlib.sha256(f"format={EXPORT_FORMAT};opset={OPSET}".encode())
+def export_key(kind: str, model_dir: Path) -> str:
+    """A hash of what shapes the export: its kind, the model's config and weight files, the library versions."""
+    digest = hashlib.sha256(f"format={EXPORT_FORMAT};opset={OPSET};kind={kind}".encode())
     for library in (torch, transformers, onnx, onnxruntime):
         digest.update(f";{library.__name__}={library.__version__}".encode())
-    digest.update((model_dir / "config.json").read_bytes())
-    for weights in sorted([*model_dir.glob("*.safetensors"), *model_dir.glob("*.bin")]):
+    for config in sorted(model_dir.rglob("*.json")):  # sentence-transformers keep module configs in subfolders
+        digest.update(config.read_bytes())
+    for weights in sorted([*model_dir.rglob("*.safetensors"), *model_dir.rglob("*.bin")]):
         stat = weights.stat()
-        digest.update(f";{weights.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+        digest.update(f";{weights.relative_to(model_dir)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     return digest.hexdigest()[:20]
 
 
-def cached_towers(model_dir: Path, cache_dir: Path) -> Path:
-    """The directory holding text.onnx and image.onnx for this model, exporting them first if needed."""
-    target = cache_dir / "onnx" / f"{model_dir.name}-{export_key(model_dir)}"
-    if all((target / name).is_file() for name in TOWER_FILES):
+def cached_towers(kind: str, model_dir: Path, cache_dir: Path) -> Path:
+    """The directory holding this model's exported towers (text.onnx, and image.onnx for CLIP), exporting them
+    first if needed."""
+    target = cache_dir / "onnx" / f"{model_dir.name}-{export_key(kind, model_dir)}"
+    if all((target / name).is_file() for name in TOWER_FILES[kind]):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".export-") as scratch:
-        export_in_child_process(model_dir, Path(scratch))
+        export_in_child_process(kind, model_dir, Path(scratch))
         try:
             os.rename(scratch, target)  # atomic: a concurrent worker sees all of it or none
         except OSError:
@@ -65,33 +71,46 @@ def cached_towers(model_dir: Path, cache_dir: Path) -> Path:
     return target
 
 
-def export_in_child_process(model_dir: Path, out_dir: Path) -> None:
+def export_in_child_process(kind: str, model_dir: Path, out_dir: Path) -> None:
     """Export in a short-lived process: the torch weights and export buffers (3+ GB for ViT-B/32) leave with it,
     instead of staying in the worker's peak memory for its whole life."""
-    done = subprocess.run([sys.executable, "-m", __name__, str(model_dir), str(out_dir)],
+    done = subprocess.run([sys.executable, "-m", __name__, kind, str(model_dir), str(out_dir)],
                           cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True)
     if done.returncode != 0:
         last_line = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
         raise RuntimeError(f"ONNX export failed: {last_line}")
 
 
-def export_towers(model_dir: Path, out_dir: Path) -> None:
-    # Eager attention exports as plain MatMul/Softmax, which ONNX Runtime's optimizer knows how to fuse.
-    model = CLIPModel.from_pretrained(model_dir, local_files_only=True, attn_implementation="eager").eval()
-    config: Any = model.config  # a CLIPConfig
-    token_ids = torch.ones((2, 8), dtype=torch.int64)
-    size = config.vision_config.image_size
-    # The tracer's warnings (constant-folded shape checks, legacy exporter) are expected: CLIP's graph has no
+def export_towers(kind: str, model_dir: Path, out_dir: Path) -> None:
+    # The tracer's warnings (constant-folded shape checks, legacy exporter) are expected: these graphs have no
     # data-dependent control flow on the paths we use, and the parity tests prove the export.
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        _export(TextTower(model), (token_ids, torch.ones_like(token_ids)), ["input_ids", "attention_mask"],
-                {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}},
-                out_dir / "text.onnx")
-        _export(ImageTower(model), (torch.zeros((2, 3, size, size)),), ["pixel_values"],
-                {"pixel_values": {0: "batch"}}, out_dir / "image.onnx")
+        {"clip": _export_clip, "multilingual": _export_multilingual}[kind](model_dir, out_dir)
+
+
+def _export_clip(model_dir: Path, out_dir: Path) -> None:
+    # Eager attention exports as plain MatMul/Softmax, which ONNX Runtime's optimizer knows how to fuse.
+    model = CLIPModel.from_pretrained(model_dir, local_files_only=True, attn_implementation="eager").eval()
+    config: Any = model.config  # a CLIPConfig
+    size = config.vision_config.image_size
+    _export_text(TextTower(model), out_dir / "text.onnx")
+    _export(ImageTower(model), (torch.zeros((2, 3, size, size)),), ["pixel_values"],
+            {"pixel_values": {0: "batch"}}, out_dir / "image.onnx")
     for name, tower_config in (("text.onnx", config.text_config), ("image.onnx", config.vision_config)):
-        _fuse(out_dir / name, tower_config.num_attention_heads, tower_config.hidden_size)
+        _fuse(out_dir / name, "clip", tower_config.num_attention_heads, tower_config.hidden_size)
+
+
+def _export_multilingual(model_dir: Path, out_dir: Path) -> None:
+    fmt = detect_format(model_dir, multilingual_source(str(model_dir)))
+    _export_text(build_tower(model_dir, fmt, attention="eager"), out_dir / "text.onnx")
+    _fuse(out_dir / "text.onnx", "bert", 0, 0)  # 0, 0: the optimizer reads heads and width from the graph
+
+
+def _export_text(tower: torch.nn.Module, path: Path) -> None:
+    token_ids = torch.ones((2, 8), dtype=torch.int64)
+    _export(tower, (token_ids, torch.ones_like(token_ids)), ["input_ids", "attention_mask"],
+            {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}}, path)
 
 
 def _export(module: torch.nn.Module, inputs: tuple, input_names: list[str], axes: dict, path: Path) -> None:
@@ -101,13 +120,13 @@ def _export(module: torch.nn.Module, inputs: tuple, input_names: list[str], axes
     )
 
 
-def _fuse(path: Path, num_heads: int, hidden_size: int) -> None:
-    """ONNX Runtime's transformer fusions (attention, skip-LayerNorm, QuickGELU): ~12% off the text tower."""
-    fused = optimizer.optimize_model(str(path), model_type="clip", num_heads=num_heads, hidden_size=hidden_size,
+def _fuse(path: Path, model_type: str, num_heads: int, hidden_size: int) -> None:
+    """ONNX Runtime's transformer fusions (attention, skip-LayerNorm, GELU): ~12% off CLIP's text tower."""
+    fused = optimizer.optimize_model(str(path), model_type=model_type, num_heads=num_heads, hidden_size=hidden_size,
                                      opt_level=0)
     fused.save_model_to_file(str(path), use_external_data_format=False)
 
 
-# python -m clip_vectorize.inference.onnx_export MODEL_DIR OUT_DIR: what export_in_child_process runs
+# python -m clip_vectorize.inference.onnx_export KIND MODEL_DIR OUT_DIR: what export_in_child_process runs
 if __name__ == "__main__":
-    export_towers(Path(sys.argv[1]), Path(sys.argv[2]))
+    export_towers(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]))

@@ -21,7 +21,7 @@ PASS_COST_TOKENS = 8
 
 TextEncodeFunction = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (input_ids, attention_mask) -> unit vectors
 TruncationRule = Callable[[list[int], int], list[int]]  # (token ids, context length) -> ids that fit
-TextEntry = tuple[np.ndarray, bool]  # a text's vector, and whether the text was truncated
+TextEntry = tuple[np.ndarray, bool, int]  # a text's vector, whether it was truncated, how many tokens it was
 
 
 def keep_end_token(tokens: list[int], context_length: int) -> list[int]:
@@ -46,32 +46,38 @@ class TextPath:
 
     def __init__(self, model: TextModel, cache: LruCache[TextEntry], limits: BatchLimits, *, name: str,
                  timeout_s: float) -> None:
+        self.name = name  # the encoder's name ("clip", "multilingual"): reported with every vector it makes
         self.model = model
         self.cache = cache
         self.timeout_s = timeout_s
-        self.batcher: MicroBatcher[list[int], np.ndarray] = MicroBatcher(self._encode_token_batch, limits, name=name)
+        self.batcher: MicroBatcher[list[int], np.ndarray] = MicroBatcher(self._encode_token_batch, limits,
+                                                                          name=f"{name}-text")
 
     def encode(self, texts: Sequence[str]) -> TextVectors:
         """Vectors in input order; each distinct uncached text goes through the model once."""
         entries: list[TextEntry | None] = [self.cache.get(text) for text in texts]
         missing = list(dict.fromkeys(text for text, entry in zip(texts, entries) if entry is None))
         if missing:
-            token_lists, truncated = self.tokenize(missing)
-            fresh = dict(zip(missing, zip(self.batcher.run(token_lists, self.timeout_s), truncated)))
+            token_lists, lengths = self.tokenize(missing)
+            vectors = self.batcher.run(token_lists, self.timeout_s)
+            fresh = {text: (vector, length > self.model.context_length, length)
+                     for text, vector, length in zip(missing, vectors, lengths)}
             for text, entry in fresh.items():
                 self.cache.put(text, entry)
             entries = [entry or fresh[text] for text, entry in zip(texts, entries)]
-        if not entries:
-            return TextVectors(np.zeros((0, self.model.dimension), np.float32), [])
-        return TextVectors(np.stack([vector for vector, _ in entries]), [cut for _, cut in entries])  # type: ignore[misc]
+        found: list[TextEntry] = [entry for entry in entries if entry is not None]
+        if not found:
+            return TextVectors(np.zeros((0, self.model.dimension), np.float32), [], [], [])
+        return TextVectors(np.stack([vector for vector, _, _ in found]), [cut for _, cut, _ in found],
+                           [self.name] * len(found), [length for _, _, length in found])
 
-    def tokenize(self, texts: Sequence[str]) -> tuple[list[list[int]], list[bool]]:
-        """Token ids per text, cut by the model's truncation rule past its context length, and which were cut."""
+    def tokenize(self, texts: Sequence[str]) -> tuple[list[list[int]], list[int]]:
+        """Token ids per text, cut by the model's truncation rule past its context length, and each text's length
+        in tokens before the cut (longer than the context: it was truncated)."""
         limit = self.model.context_length
         token_lists = self.model.tokenizer(list(texts), add_special_tokens=True)["input_ids"]
-        truncated = [len(tokens) > limit for tokens in token_lists]
-        cut = [self.model.truncate(tokens, limit) if long else tokens for tokens, long in zip(token_lists, truncated)]
-        return cut, truncated
+        cut = [self.model.truncate(tokens, limit) if len(tokens) > limit else tokens for tokens in token_lists]
+        return cut, [len(tokens) for tokens in token_lists]
 
     def warm_up(self, text: str) -> None:
         """One pass outside the cache, so no user pays for the runtime's first inference."""

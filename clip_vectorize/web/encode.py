@@ -11,6 +11,7 @@ from clip_vectorize.errors import InvalidImageError
 from clip_vectorize.web.request_parsing import (
     image_list_inputs,
     json_object,
+    optional_encoder,
     require_list,
     require_text,
     single_image_input,
@@ -22,17 +23,21 @@ blueprint = Blueprint("encode", __name__)
 
 @blueprint.post("/encode-text")
 def encode_text() -> Response:
-    text = require_text(json_object().get("text"), "text")
-    result = service_state().ready_encoder().encode_texts([text])
-    return _success(text=text, vector=result.vectors[0].tolist(), truncated=result.truncated[0])
+    body = json_object()
+    text, encoder = require_text(body.get("text"), "text"), optional_encoder(body)
+    result = service_state().ready_encoder().encode_texts([text], encoder)
+    return _success(text=text, vector=result.vectors[0].tolist(), truncated=result.truncated[0],
+                    encoder=result.encoders[0])
 
 
 @blueprint.post("/encode-texts")
 def encode_texts() -> Response:
-    items = require_list(json_object().get("texts"), "texts")
-    texts = [require_text(item, f"texts[{index}]") for index, item in enumerate(items)]
-    result = service_state().ready_encoder().encode_texts(texts)
-    return _success(texts=texts, vectors=result.vectors.tolist(), count=len(texts), truncated=result.truncated)
+    body = json_object()
+    items = require_list(body.get("texts"), "texts")
+    texts, encoder = [require_text(item, f"texts[{index}]") for index, item in enumerate(items)], optional_encoder(body)
+    result = service_state().ready_encoder().encode_texts(texts, encoder)
+    return _success(texts=texts, vectors=result.vectors.tolist(), count=len(texts), truncated=result.truncated,
+                    encoder=result.encoders)
 
 
 @blueprint.post("/encode-image")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from flask import Flask, current_app, jsonify, request
+from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from clip_vectorize.errors import (
@@ -13,6 +14,7 @@ from clip_vectorize.errors import (
     InvalidImageError,
     ModelNotReadyError,
     OverloadedError,
+    UnknownEncoderError,
 )
 
 logger = logging.getLogger(__name__)
@@ -20,19 +22,34 @@ logger = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = "5"
 
 
+OPENAI_PREFIX = "/v1/"  # the OpenAI-compatible API answers errors in OpenAI's shape, which its clients parse
+_OPENAI_CODES = {"unauthorized": "invalid_api_key"}
+
+
 class ApiError(Exception):
-    """A request the views refuse: the status code, a message a person can act on, a machine-readable code."""
+    """A request the views refuse: the status code, a message a person can act on, a machine-readable code, and
+    (for OpenAI-style errors) the request parameter at fault."""
 
     def __init__(self, status: int, message: str, code: str = "bad_request",
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, param: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.headers = headers or {}
+        self.param = param
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None):
-    response = jsonify({"status": "error", "error": message, "code": code})
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None,
+                   param: str | None = None) -> Response:
+    """`{"status": "error", "error", "code"}`; under /v1/, OpenAI's `{"error": {"message", "type", "param",
+    "code"}}`."""
+    body: dict[str, Any]
+    if request.path.startswith(OPENAI_PREFIX):
+        kind = "server_error" if status >= 500 else "invalid_request_error"
+        body = {"error": {"message": message, "type": kind, "param": param, "code": _OPENAI_CODES.get(code, code)}}
+    else:
+        body = {"status": "error", "error": message, "code": code}
+    response = jsonify(body)
     response.status_code = status
     response.headers.update(headers or {})
     return response
@@ -41,6 +58,7 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
 # Domain error -> (status, code, extra headers). Order matters: subclasses before their bases.
 _DOMAIN_ERRORS: list[tuple[type[EncoderError], int, str, dict[str, str]]] = [
     (InvalidImageError, 400, "invalid_image", {}),
+    (UnknownEncoderError, 400, "unknown_encoder", {}),
     (ModelNotReadyError, 503, "model_not_ready", {"Retry-After": RETRY_AFTER_SECONDS}),
     (DeadlineExceededError, 503, "deadline_exceeded", {"Retry-After": "1"}),
     (OverloadedError, 503, "overloaded", {"Retry-After": "1"}),
@@ -50,7 +68,7 @@ _DOMAIN_ERRORS: list[tuple[type[EncoderError], int, str, dict[str, str]]] = [
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
-        return error_response(exc.status, exc.code, str(exc), exc.headers)
+        return error_response(exc.status, exc.code, str(exc), exc.headers, exc.param)
 
     @app.errorhandler(EncoderError)
     def _encoder_error(exc: EncoderError):

@@ -34,8 +34,8 @@ class Metrics:
             "clip_request_duration_seconds", "HTTP request latency by endpoint", ["endpoint"], registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
-        self.batch_size = Histogram("clip_batch_size", "Items per forward pass", ["tower"], registry=self.registry,
-                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+        self.batch_size = Histogram("clip_batch_size", "Items per forward pass", ["encoder", "tower"],
+                                    registry=self.registry, buckets=(1, 2, 4, 8, 16, 32, 64, 128))
         self.model_load_seconds = Gauge("clip_model_load_seconds", "Seconds the model took to load and warm up",
                                         registry=self.registry)
         ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, CPU seconds, open fds
@@ -45,8 +45,8 @@ class Metrics:
     def watch(self, encoder: Encoder) -> None:
         """Follow this encoder: its forward passes feed the batch-size histogram; scrapes read its queues and cache."""
         self.encoder = encoder
-        for tower, batcher in encoder.batchers().items():
-            batcher.on_batch = self.batch_size.labels(tower).observe
+        for (name, tower), batcher in encoder.batchers().items():
+            batcher.on_batch = self.batch_size.labels(name, tower).observe
 
     def exposition(self) -> Response:
         return Response(generate_latest(self.registry), mimetype="text/plain; version=0.0.4")
@@ -65,14 +65,15 @@ class _EncoderCollector:
         yield ready
         if encoder is None:
             return
-        depth = GaugeMetricFamily("clip_queue_depth", "Items waiting for a forward pass", labels=["tower"])
-        for tower, batcher in encoder.batchers().items():
-            depth.add_metric([tower], batcher.depth)
+        depth = GaugeMetricFamily("clip_queue_depth", "Items waiting for a forward pass", labels=["encoder", "tower"])
+        for (name, tower), batcher in encoder.batchers().items():
+            depth.add_metric([name, tower], batcher.depth)
         yield depth
-        counts = encoder.text_cache_counts()
-        cache = CounterMetricFamily("clip_text_cache_lookups", "Text-vector cache lookups by result", labels=["result"])
-        cache.add_metric(["hit"], counts.hits)
-        cache.add_metric(["miss"], counts.misses)
+        cache = CounterMetricFamily("clip_text_cache_lookups", "Text-vector cache lookups by encoder and result",
+                                    labels=["encoder", "result"])
+        for name, counts in encoder.text_cache_counts().items():
+            cache.add_metric([name, "hit"], counts.hits)
+            cache.add_metric([name, "miss"], counts.misses)
         yield cache
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from flask import Blueprint, Response, current_app, jsonify
 
 from clip_vectorize.web.http_errors import RETRY_AFTER_SECONDS
@@ -25,6 +27,8 @@ def health() -> tuple[Response, int, dict[str, str]]:
         "device": encoder.device if encoder else None,
         "backend": encoder.backend_name if encoder else None,
         "dimension": encoder.dimension if encoder else None,
+        "text_routing": encoder.text_routing if encoder else state.settings.text_routing,
+        "encoders": [asdict(info) for info in encoder.text_encoders()] if encoder else None,
     }
     return jsonify(body), 200 if ready else 503, {} if ready else {"Retry-After": RETRY_AFTER_SECONDS}
 

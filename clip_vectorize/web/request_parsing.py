@@ -12,11 +12,14 @@ import binascii
 from flask import request
 
 from clip_vectorize.errors import InvalidImageError
+from clip_vectorize.inference.routing import CLIP, MULTILINGUAL
 from clip_vectorize.inference.vectors import ImageInput
 from clip_vectorize.url_fetch import fetch_image_bytes
 from clip_vectorize.web.http_errors import ApiError
 from clip_vectorize.web.state import service_state
 from config import Settings
+
+TEXT_ENCODERS = (CLIP, MULTILINGUAL)
 
 
 def settings() -> Settings:
@@ -59,6 +62,14 @@ def _is_valid_unicode(text: str) -> bool:
     return True
 
 
+def optional_encoder(body: dict) -> str | None:
+    """The text encoder a caller asks for by name, or None to let the service route each text."""
+    value = body.get("encoder")
+    if value is not None and value not in TEXT_ENCODERS:
+        raise ApiError(400, f"'encoder' must be one of {', '.join(TEXT_ENCODERS)} (or left out to route by script)")
+    return value
+
+
 def require_list(value: object, name: str) -> list:
     if not isinstance(value, list) or not value:
         raise ApiError(400, f"'{name}' must be a non-empty JSON list")
@@ -78,7 +89,7 @@ def single_image_input() -> ImageInput:
     body = json_object()
     if "url" in body:
         return _fetched(body["url"])
-    return _decoded(body.get("image"), "image")
+    return decoded_image(body.get("image"), "image")
 
 
 def image_list_inputs() -> list[ImageInput]:
@@ -89,10 +100,10 @@ def image_list_inputs() -> list[ImageInput]:
     if "urls" in body:
         return [_fetched(url) for url in require_list(body["urls"], "urls")]
     items = require_list(body.get("images"), "images")
-    return [_decoded(item, f"images[{index}]") for index, item in enumerate(items)]
+    return [decoded_image(item, f"images[{index}]") for index, item in enumerate(items)]
 
 
-def _decoded(value: object, name: str) -> ImageInput:
+def decoded_image(value: object, name: str) -> ImageInput:
     if value is None:
         raise ApiError(400, f"'{name}' is required (base64 string or data: URI), or upload multipart/form-data")
     try:

@@ -4,6 +4,7 @@ import socket
 import subprocess
 import sys
 
+import openai
 import pytest
 import requests
 
@@ -45,6 +46,16 @@ def test_the_served_app_handles_uploads_and_bad_input_without_losing_the_worker(
                          timeout=10).status_code == 400
     assert requests.get(f"{url}/health", timeout=10).json()["clip_loaded"] is True
     assert process.poll() is None
+
+
+@pytest.mark.parametrize("served", ["python3 clip_vectorize_service.py"], indirect=True)
+def test_the_openai_client_embeds_through_the_served_app(served):
+    url, _ = served
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused-without-a-key", max_retries=0)
+    health = requests.get(f"{url}/health", timeout=10).json()
+    result = client.embeddings.create(model="clip", input=["red BMW SUV", "white sedan"])
+    assert [len(item.embedding) for item in result.data] == [health["dimension"]] * 2
+    assert [model.id for model in client.models.list()] == ["clip"]
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from clip_vectorize.errors import InvalidImageError, ModelNotReadyError
+from clip_vectorize.errors import InvalidImageError, ModelNotReadyError, UnknownEncoderError
 from clip_vectorize.inference.image_io import load_rgb_image
-from clip_vectorize.inference.vectors import CacheCounts, ImageInput, ImageResult, TextVectors
+from clip_vectorize.inference.vectors import CacheCounts, ImageInput, ImageResult, TextEncoderInfo, TextVectors
 
 DIMENSION = 8
 
@@ -27,23 +27,35 @@ class FakeBatcher:
 
 
 class FakeEncoder:
+    """Texts go to "clip" unless the caller names another encoder; "multilingual" exists when asked for."""
+
     model_name = "fake/clip"
     device = "cpu"
     backend_name = "fake"
     dimension = DIMENSION
     max_text_chars = 100
+    text_routing = "clip"
 
-    def __init__(self, ready: bool = True, fail_with: Exception | None = None) -> None:
+    def __init__(self, ready: bool = True, fail_with: Exception | None = None, multilingual: bool = False) -> None:
         self.ready = ready
         self.fail_with = fail_with
         self.calls: list[tuple[str, int]] = []
-        self._batchers = {"text": FakeBatcher(), "image": FakeBatcher()}
+        self.encoders = ["clip", "multilingual"] if multilingual else ["clip"]
+        self._batchers = {("clip", "text"): FakeBatcher(), ("clip", "image"): FakeBatcher()}
 
-    def encode_texts(self, texts: Sequence[str]) -> TextVectors:
+    def encode_texts(self, texts: Sequence[str], encoder: str | None = None) -> TextVectors:
         self._maybe_fail()
+        if encoder is not None and encoder not in self.encoders:
+            raise UnknownEncoderError(f"encoder {encoder!r} is not loaded")
         self.calls.append(("texts", len(texts)))
         vectors = np.stack([vector_for(text.encode()) for text in texts]) if texts else np.zeros((0, DIMENSION))
-        return TextVectors(vectors, [len(text) > self.max_text_chars for text in texts])
+        truncated = [len(text) > self.max_text_chars for text in texts]
+        tokens = [len(text.split()) + 2 for text in texts]
+        return TextVectors(vectors, truncated, [encoder or "clip"] * len(texts), tokens)
+
+    def text_encoders(self) -> list[TextEncoderInfo]:
+        return [TextEncoderInfo(name, f"fake/{name}", "fake", 77, "clip" if name == "clip" else "sentence-transformers",
+                                "en" if name == "clip" else "multilingual") for name in self.encoders]
 
     def encode_images(self, images: Sequence[ImageInput]) -> list[ImageResult]:
         self._maybe_fail()
@@ -53,8 +65,8 @@ class FakeEncoder:
     def batchers(self):
         return self._batchers
 
-    def text_cache_counts(self) -> CacheCounts:
-        return CacheCounts(0, 0)
+    def text_cache_counts(self) -> dict[str, CacheCounts]:
+        return {"clip": CacheCounts(0, 0)}
 
     def _vector_or_refusal(self, image: ImageInput) -> ImageResult:
         if isinstance(image, InvalidImageError):
