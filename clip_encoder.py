@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -67,7 +68,9 @@ class ClipEncoder:
         self.image_preprocess = settings.image_preprocess
         self.text_routing = settings.text_routing or CLIP
         limits = BatchLimits(settings.batch_size, settings.batch_wait_ms / 1000, settings.queue_size)
-        clip_text = TextPath(_clip_text_model(parts, backend), LruCache(settings.text_cache_size), limits, name=CLIP,
+        clip_model = _text_model(parts.tokenizer, backend, parts.config.projection_dim,
+                                 parts.config.text_config.max_position_embeddings)  # 77 positions for ViT-B/32
+        clip_text = TextPath(clip_model, LruCache(settings.text_cache_size), limits, name=CLIP,
                              timeout_s=settings.request_timeout_s)
         self.texts: dict[str, TextPath] = {CLIP: clip_text}
         self._infos = [TextEncoderInfo(CLIP, parts.name, backend.name, clip_text.model.context_length, "clip", "en")]
@@ -128,7 +131,8 @@ class ClipEncoder:
         self._require_ready()
         chosen = [self._encoder_for(text, encoder) for text in texts]
         groups = {name: [index for index, pick in enumerate(chosen) if pick == name] for name in dict.fromkeys(chosen)}
-        results = {name: self.texts[name].encode([texts[index] for index in indices])
+        deadline = time.monotonic() + self.text.timeout_s  # one for the whole request, however many encoders
+        results = {name: self.texts[name].encode([texts[index] for index in indices], deadline)
                    for name, indices in groups.items()}
         return _in_input_order(len(texts), self.dimension, groups, results)
 
@@ -149,8 +153,7 @@ class ClipEncoder:
 
     def _add_multilingual(self, loaded: LoadedMultilingual, settings: Settings, limits: BatchLimits) -> None:
         parts = loaded.parts
-        model = TextModel(tokenizer=parts.tokenizer, encode=loaded.backend.encode_text, dimension=parts.dimension,
-                          context_length=parts.context_length, pad_token_id=parts.tokenizer.pad_token_id)
+        model = _text_model(parts.tokenizer, loaded.backend, parts.dimension, parts.context_length)
         self.texts[MULTILINGUAL] = TextPath(model, LruCache(settings.text_cache_size), limits, name=MULTILINGUAL,
                                             timeout_s=settings.request_timeout_s)
         self._infos.append(TextEncoderInfo(MULTILINGUAL, parts.name, loaded.backend.name, parts.context_length,
@@ -184,12 +187,14 @@ def _load_multilingual(settings: Settings, device: str, dimension: int) -> Loade
     return LoadedMultilingual(parts, build_backend(settings, parts, device))
 
 
-def _clip_text_model(parts: ModelParts, backend: Backend) -> TextModel:
-    """CLIP's text tower as the text path sees it: pads with its pad token (else its end token), 77 positions."""
-    tokenizer = parts.tokenizer
+def _text_model(tokenizer: Any, backend: TextBackend, dimension: int, context_length: int) -> TextModel:
+    """A text tower as the text path sees it. Padding is masked out, so any id will do: the pad token, else the
+    end token (CLIP's tokenizer may have no pad token); a tokenizer with neither cannot batch at all."""
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return TextModel(tokenizer=tokenizer, encode=backend.encode_text, dimension=parts.config.projection_dim,
-                     context_length=parts.config.text_config.max_position_embeddings, pad_token_id=pad_token_id)
+    if pad_token_id is None:
+        raise ModelLoadError(f"the tokenizer of {type(tokenizer).__name__} has neither a pad nor an end token")
+    return TextModel(tokenizer=tokenizer, encode=backend.encode_text, dimension=dimension,
+                     context_length=context_length, pad_token_id=pad_token_id)
 
 
 def _in_input_order(count: int, dimension: int, groups: Mapping[str, list[int]],

@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.workload import SCENARIOS, Scenario, image_body, response_is_valid, text_bodies
+from bench.workload import SCENARIOS, Scenario, image_body, read_response, text_bodies
 
 WARMUP_LIMIT = 300.0  # seconds to wait for every client's first reply before measuring anyway
 
@@ -30,6 +30,7 @@ class Sample:
     latency: float  # seconds
     status: int  # HTTP status; 0 when the connection failed
     valid: bool  # 200 with vectors of the right shape
+    encoders: tuple[str, ...] = ()  # the text encoders the reply names (our service's "encoder" field)
 
 
 class Clients:
@@ -82,8 +83,8 @@ class Clients:
                     conn.close()
                 conn, payload, status = None, b"", 0
             end = time.perf_counter()  # before validating: parsing the reply is the client's time, not latency
-            valid = status == 200 and response_is_valid(self.scenario, payload, self.dimension)
-            out.append(Sample(end, end - start, status, valid))
+            valid, encoders = read_response(self.scenario, payload, self.dimension) if status == 200 else (False, ())
+            out.append(Sample(end, end - start, status, valid, encoders))
         if conn is not None:
             conn.close()
 
@@ -106,6 +107,7 @@ def summarize(scenario: Scenario, samples: list[Sample], window: tuple[float, fl
         "mean_ms": statistics.fmean(latencies_ms) if latencies_ms else None,
         "non_200": dict(Counter(str(s.status) for s in counted if s.status != 200)),
         "invalid_200": sum(1 for s in counted if s.status == 200 and not s.valid),
+        "encoders": dict(Counter(encoder for s in counted for encoder in s.encoders)),  # texts per encoder named
         "distinct_bodies": distinct,
         "bodies_sent": sent,  # more than distinct_bodies means bodies (texts) were repeated
     }

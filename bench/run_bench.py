@@ -1,7 +1,8 @@
 """Benchmark clip-vectorize against a naive Flask + transformers service: `python bench/run_bench.py`.
 
 One run, servers one at a time (a small machine has no cores to spare): the naive service through every
-scenario, then ours, then ours started again to time a restart, then the encoder's towers without HTTP.
+scenario, then ours, then ours started again to time a restart, then the encoder's towers without HTTP, then
+ours with only CLIP and with each multilingual text tower (English beside Chinese queries, memory, start-up).
 Prints a table and writes the same figures to bench/results/bench-<UTC time>.json. See bench/README.md.
 """
 
@@ -18,25 +19,31 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: make the `bench` package importable
 
-from bench import report, servers  # noqa: E402
+from bench import multilingual, report, servers  # noqa: E402
 from bench.model import CACHE_DIR, REPO_ROOT, ModelUnavailable, model_dir, vector_dimension  # noqa: E402
-from bench.workload import SCENARIOS  # noqa: E402
+from bench.workload import MAIN_SCENARIOS, SCENARIOS  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 JPEG = CACHE_DIR / "photo-4000x3000-q90.jpg"
+MULTILINGUAL = multilingual.SECTION
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=15.0, help="measured seconds per scenario (default 15)")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each scenario")
-    parser.add_argument("--only", help=f"comma-separated scenarios out of {','.join(SCENARIOS)}")
+    parser.add_argument("--only", help=f"comma-separated scenarios out of {','.join(SCENARIOS)}, and/or "
+                        f"{MULTILINGUAL} (our service with each multilingual text tower)")
     parser.add_argument("--skip-naive", action="store_true", help="only our service (no comparison)")
+    parser.add_argument("--skip-multilingual", action="store_true", help="without the multilingual section")
     args = parser.parse_args(argv)
-    args.scenarios = args.only.split(",") if args.only else list(SCENARIOS)
-    unknown = set(args.scenarios) - set(SCENARIOS)
+    chosen = args.only.split(",") if args.only else [*MAIN_SCENARIOS, MULTILINGUAL]
+    unknown = set(chosen) - set(SCENARIOS) - {MULTILINGUAL}
     if unknown:
-        parser.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; choose from {', '.join(SCENARIOS)}")
+        parser.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; "
+                     f"choose from {', '.join([*SCENARIOS, MULTILINGUAL])}")
+    args.scenarios = [name for name in chosen if name != MULTILINGUAL]
+    args.multilingual = MULTILINGUAL in chosen and not args.skip_multilingual
     return args
 
 
@@ -55,43 +62,79 @@ def run_module(module: str, *args: str, timeout: float) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def run_scenario(server: servers.Server, name: str, args: argparse.Namespace, dimension: int) -> dict:
+def run_scenario(server: servers.Server, name: str, args: argparse.Namespace, dimension: int,
+                 expected_encoder: str | None = None) -> dict:
+    """One load run; with `expected_encoder`, every reply must name that encoder (else RoutingError)."""
     progress(f"{server.name}: {name} ({args.warmup:g} s warm-up + {args.seconds:g} s)")
     figures = run_module("bench.load", "--port", str(server.port), "--scenario", name, "--seconds", str(args.seconds),
                          "--warmup", str(args.warmup), "--dimension", str(dimension), "--jpeg", str(JPEG),
                          timeout=args.warmup + args.seconds + 600)
     if "items_per_s" in figures:
         progress(f"  {figures['items_per_s']:.1f} {figures['unit']}/s, p50 {figures['p50_ms'] or 0:.0f} ms")
+    if expected_encoder:
+        multilingual.check_routing(server.name, name, figures, expected_encoder)
     return figures
 
 
-def bench_server(name: str, model: Path, args: argparse.Namespace, dimension: int, stamp: str) -> dict:
-    """Start one server, wait for /health, run every scenario against it, note its peak RSS, stop it."""
-    progress(f"{name}: starting")
-    server = servers.start(name, model, RESULTS_DIR / f"{stamp}-{name}.log")
+def bench_server(name: str, model: Path, args: argparse.Namespace, dimension: int, stamp: str,
+                 variant: multilingual.Variant | None = None) -> dict:
+    """Start one server (ours as `variant` sets it up), wait for /health, run every scenario against it (the
+    variant's own, their replies' encoders checked), note its worker RSS, stop it."""
+    label = f"{name}-{variant.tag}" if variant else name
+    progress(f"{label}: starting")
+    server = servers.start(name, model, RESULTS_DIR / f"{stamp}-{label}.log", variant and variant.env, label)
     result: dict = {"log": str(server.log_path)}
     try:
         result["start_to_ready_s"] = servers.wait_ready(server)
-        result["scenarios"] = {scenario: run_scenario(server, scenario, args, dimension) for scenario in args.scenarios}
+        result["ready_rss"] = servers.rss_mib(server, "VmRSS")
+        if variant:
+            result["encoders"] = multilingual.check_health(label, servers.health_body(server.port), variant)
+        routes = variant.routes if variant else dict.fromkeys(args.scenarios)
+        result["scenarios"] = {scenario: run_scenario(server, scenario, args, dimension, expected)
+                               for scenario, expected in routes.items()}
         result["peak_rss"] = servers.peak_rss_mib(server)
+        result["steady_rss"] = servers.rss_mib(server, "VmRSS")
     except servers.ServerFailed as exc:
         result["error"] = str(exc)
-        progress(f"{name} failed: {exc}")
+        progress(f"{label} failed: {exc}")
     finally:
         servers.stop(server)
     return result
 
 
-def restart_to_ready(model: Path, stamp: str) -> dict:
+def restart_to_ready(model: Path, stamp: str, variant: multilingual.Variant | None = None) -> dict:
     """Our service started a second time: seconds until /health is 200, with whatever the first start cached."""
-    progress("ours: restart to ready")
-    server = servers.start("ours", model, RESULTS_DIR / f"{stamp}-ours-restart.log")
+    label = f"ours-{variant.tag}" if variant else "ours"
+    progress(f"{label}: restart to ready")
+    server = servers.start("ours", model, RESULTS_DIR / f"{stamp}-{label}-restart.log", variant and variant.env,
+                           label)
     try:
         return {"restart_to_ready_s": servers.wait_ready(server)}
     except servers.ServerFailed as exc:
         return {"error": str(exc)}
     finally:
         servers.stop(server)
+
+
+def bench_comparison(model: Path, args: argparse.Namespace, dimension: int, stamp: str) -> dict:
+    """The naive service (unless skipped) and ours through the chosen scenarios, our restart, the towers alone."""
+    results = {} if args.skip_naive else {"naive": bench_server("naive", model, args, dimension, stamp)}
+    results["ours"] = bench_server("ours", model, args, dimension, stamp)
+    results["restart"] = restart_to_ready(model, stamp)
+    progress("towers without HTTP (no server running)")
+    results["tower"] = run_module("bench.tower", "--model", str(model), "--jpeg", str(JPEG), timeout=900)
+    return results
+
+
+def bench_multilingual(model: Path, args: argparse.Namespace, dimension: int, stamp: str) -> dict:
+    """Ours with CLIP only, then with each multilingual tower: scenarios, worker RSS, first start and restart."""
+    try:
+        chosen = multilingual.variants()
+    except ModelUnavailable as exc:
+        return {"error": str(exc)}
+    return {variant.tag: {**bench_server("ours", model, args, dimension, stamp, variant), "env": variant.env,
+                          "restart": restart_to_ready(model, stamp, variant)}
+            for variant in chosen}
 
 
 def main() -> None:
@@ -102,7 +145,8 @@ def main() -> None:
         sys.exit(f"bench: {exc}")
     from bench.photo import ensure_photo  # numpy + Pillow: the upload scenario and the preprocessing figures
 
-    ensure_photo(JPEG)
+    if args.scenarios:
+        ensure_photo(JPEG)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     # A fresh ONNX cache unless one is named: the first start then includes the export, the restart reuses it.
     os.environ.setdefault("CLIP_CACHE_DIR", tempfile.mkdtemp(prefix="clip-bench-cache-"))
@@ -112,16 +156,21 @@ def main() -> None:
         "scenarios": args.scenarios, "jpeg_bytes": JPEG.stat().st_size if JPEG.is_file() else None,
         "clip_env": {k: v for k, v in os.environ.items() if k.startswith("CLIP_")}, "machine": report.machine_info(),
     }
-    if not args.skip_naive:
-        results["naive"] = bench_server("naive", model, args, dimension, stamp)
-    results["ours"] = bench_server("ours", model, args, dimension, stamp)
-    results["restart"] = restart_to_ready(model, stamp)
-    progress("towers without HTTP (no server running)")
-    results["tower"] = run_module("bench.tower", "--model", str(model), "--jpeg", str(JPEG), timeout=900)
+    if args.scenarios:
+        results.update(bench_comparison(model, args, dimension, stamp))
+    failure = None
+    if args.multilingual:
+        try:
+            results[MULTILINGUAL] = bench_multilingual(model, args, dimension, stamp)
+        except multilingual.RoutingError as exc:  # the figures would not be what they claim: report and fail
+            failure = exc
+            results[MULTILINGUAL] = {"error": f"routing: {exc}"}
     out = RESULTS_DIR / f"bench-{stamp}.json"
     report.write_json(results, out)
     print(report.render(results))
     print(f"\nfull results: {out.relative_to(REPO_ROOT)}")
+    if failure:
+        sys.exit(f"bench: FAILED: {failure}")
 
 
 if __name__ == "__main__":

@@ -7,12 +7,14 @@ own session (process group) so a stuck start can be cleaned up without touching 
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +25,7 @@ HOST = "127.0.0.1"
 
 @dataclass
 class Server:
-    name: str
+    name: str  # "ours" or "naive", or a label such as "ours-taiyi"
     process: subprocess.Popen
     port: int
     log_path: Path
@@ -40,14 +42,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def command(name: str, port: int, model: Path) -> tuple[list[str], dict[str, str]]:
+def command(name: str, port: int, model: Path, extra_env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
     """argv and environment of `ours` (the project's own gunicorn config) or `naive` (bench/naive_service.py).
 
     The environment is inherited, so CLIP_* settings the user exported reach our service; only the bind
-    address, model and device are forced."""
+    address, model and device are forced, and `extra_env` on top (an empty value means unset to the service)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     if name == "ours":
-        env.update(CLIP_MODEL=str(model), CLIP_SERVICE_HOST=HOST, CLIP_SERVICE_PORT=str(port), DEVICE="cpu")
+        env.update(CLIP_MODEL=str(model), CLIP_SERVICE_HOST=HOST, CLIP_SERVICE_PORT=str(port), DEVICE="cpu",
+                   **extra_env)
         return [sys.executable, "-m", "gunicorn", "--config", "deploy/gunicorn.conf.py"], env
     env["NAIVE_MODEL"] = str(model)
     argv = [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1", "--threads", "16",
@@ -55,15 +58,17 @@ def command(name: str, port: int, model: Path) -> tuple[list[str], dict[str, str
     return argv, env
 
 
-def start(name: str, model: Path, log_path: Path) -> Server:
+def start(name: str, model: Path, log_path: Path, extra_env: Mapping[str, str] | None = None,
+          label: str | None = None) -> Server:
+    """Spawn `name` (ours or naive) on a free port; `label` names it in messages (default: `name`)."""
     port = free_port()
-    argv, env = command(name, port, model)
+    argv, env = command(name, port, model, extra_env or {})
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         started = time.perf_counter()
         process = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
-    return Server(name, process, port, log_path, started)
+    return Server(label or name, process, port, log_path, started)
 
 
 def wait_ready(server: Server, timeout: float = 300.0) -> float:
@@ -81,10 +86,26 @@ def wait_ready(server: Server, timeout: float = 300.0) -> float:
 def health_status(port: int) -> int | None:
     """GET /health's status, or None while nothing answers. gunicorn binds before its worker has loaded the
     model, so a request can wait in the listen queue: the timeout bounds that wait and we simply ask again."""
+    reply = get_health(port)
+    return reply[0] if reply else None
+
+
+def health_body(port: int) -> dict:
+    """GET /health's JSON body ({} when nothing answers or it is not JSON)."""
+    reply = get_health(port)
+    try:
+        return json.loads(reply[1]) if reply else {}
+    except ValueError:
+        return {}
+
+
+def get_health(port: int) -> tuple[int, bytes] | None:
+    """GET /health: status and body, or None while nothing answers."""
     conn = http.client.HTTPConnection(HOST, port, timeout=5)
     try:
         conn.request("GET", "/health")
-        return conn.getresponse().status
+        response = conn.getresponse()
+        return response.status, response.read()
     except (OSError, http.client.HTTPException):
         return None
     finally:
@@ -108,11 +129,17 @@ def stop(server: Server) -> None:
 
 def peak_rss_mib(server: Server) -> dict:
     """VmHWM (peak resident set) of the gunicorn master and of each worker (its children), in MiB."""
+    return rss_mib(server, "VmHWM")
+
+
+def rss_mib(server: Server, field: str) -> dict:
+    """`field` of /proc/PID/status (VmHWM: peak resident set, VmRSS: resident now) of the gunicorn master and
+    of each worker (its children), in MiB."""
     master = server.process.pid
     workers = [pid for pid in _pids() if _status_field(pid, "PPid") == str(master)]
-    worker_peaks = [_vmhwm_mib(pid) for pid in workers]
-    worker_peaks = [peak for peak in worker_peaks if peak is not None]
-    return {"master_mib": _vmhwm_mib(master), "workers_mib": worker_peaks, "workers_sum_mib": sum(worker_peaks)}
+    sizes = [_kib_field_mib(pid, field) for pid in workers]
+    sizes = [size for size in sizes if size is not None]
+    return {"master_mib": _kib_field_mib(master, field), "workers_mib": sizes, "workers_sum_mib": sum(sizes)}
 
 
 def log_tail(server: Server, lines: int = 15) -> str:
@@ -133,6 +160,6 @@ def _status_field(pid: int, field: str) -> str | None:
     return None
 
 
-def _vmhwm_mib(pid: int) -> float | None:
-    value = _status_field(pid, "VmHWM")  # "1234567 kB"
+def _kib_field_mib(pid: int, field: str) -> float | None:
+    value = _status_field(pid, field)  # "1234567 kB"
     return int(value.split()[0]) / 1024 if value else None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from itertools import product
@@ -22,6 +23,7 @@ class Scenario:
     unit: str  # what items/s counts
     texts_per_request: int = 1
     query_slice: int = 0  # which disjoint slice of the query pool (so no scenario re-sends another's texts)
+    language: str | None = None  # None: the whole pool; "en": queries without Han characters; "zh": with them
 
     @property
     def items_per_request(self) -> int:
@@ -35,9 +37,15 @@ SCENARIOS = {
         Scenario("text-16", "/encode-text", 16, "text", "texts", query_slice=1),
         Scenario("texts-batch", "/encode-texts", 2, "texts", "texts", texts_per_request=32, query_slice=2),
         Scenario("jpeg-12mp-4", "/encode-image", 4, "image", "images"),
+        # Our service with a multilingual tower: English (routed to CLIP) beside Chinese (routed to the tower).
+        Scenario("en-1", "/encode-text", 1, "text", "texts", query_slice=0, language="en"),
+        Scenario("en-16", "/encode-text", 16, "text", "texts", query_slice=1, language="en"),
+        Scenario("zh-1", "/encode-text", 1, "text", "texts", query_slice=0, language="zh"),
+        Scenario("zh-16", "/encode-text", 16, "text", "texts", query_slice=1, language="zh"),
     )
 }
-QUERY_SLICES = 3
+MAIN_SCENARIOS = [name for name, s in SCENARIOS.items() if s.language is None]  # naive vs ours
+LANGUAGE_SCENARIOS = [name for name, s in SCENARIOS.items() if s.language is not None]
 
 # Colours x brands x body types x settings, in English, Chinese, and the mixed form users really type.
 _EN = (
@@ -68,11 +76,23 @@ def query_pool(seed: int = 0) -> list[str]:
     return pool
 
 
+def has_han(text: str) -> bool:
+    """Whether `text` holds a Han character: what the service's `auto` routing sends to the multilingual tower."""
+    return any(unicodedata.name(char, "").startswith(("CJK UNIFIED IDEOGRAPH", "CJK COMPATIBILITY IDEOGRAPH"))
+               for char in text)
+
+
+def scenario_queries(scenario: Scenario) -> list[str]:
+    """This scenario's own slice of its language's part of the pool (the same for every server)."""
+    pool = [text for text in query_pool() if scenario.language is None or has_han(text) == (scenario.language == "zh")]
+    slices = 1 + max(s.query_slice for s in SCENARIOS.values() if s.language == scenario.language)
+    size = len(pool) // slices
+    return pool[scenario.query_slice * size : (scenario.query_slice + 1) * size]
+
+
 def text_bodies(scenario: Scenario) -> list[bytes]:
     """JSON bodies for the text scenarios, from this scenario's own slice of the pool (same for both servers)."""
-    pool = query_pool()
-    size = len(pool) // QUERY_SLICES
-    texts = pool[scenario.query_slice * size : (scenario.query_slice + 1) * size]
+    texts = scenario_queries(scenario)
     if scenario.kind == "text":
         return [_json({"text": text}) for text in texts]
     step = scenario.texts_per_request
@@ -89,15 +109,18 @@ def image_body(jpeg: Path, field: str = "image") -> tuple[bytes, str]:
     return head + jpeg.read_bytes() + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def response_is_valid(scenario: Scenario, payload: bytes, dimension: int) -> bool:
-    """The body is JSON with one vector (or one per text) of the model's dimension."""
+def read_response(scenario: Scenario, payload: bytes, dimension: int) -> tuple[bool, tuple[str, ...]]:
+    """Whether the body is JSON with one vector (or one per text) of the model's dimension, and the text encoders
+    it names (its "encoder" field; none for images or the naive service)."""
     try:
         body = json.loads(payload)
         vectors = body["vectors"] if scenario.kind == "texts" else [body["vector"]]
     except (ValueError, KeyError, TypeError):
-        return False
+        return False, ()
+    encoder = body.get("encoder")
+    encoders = tuple(encoder) if isinstance(encoder, list) else (encoder,) if isinstance(encoder, str) else ()
     expected = scenario.texts_per_request if scenario.kind == "texts" else 1
-    return len(vectors) == expected and all(isinstance(v, list) and len(v) == dimension for v in vectors)
+    return len(vectors) == expected and all(isinstance(v, list) and len(v) == dimension for v in vectors), encoders
 
 
 def _json(value: object) -> bytes:

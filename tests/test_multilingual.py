@@ -10,6 +10,7 @@ import pytest
 
 from clip_encoder import ClipEncoder
 from clip_vectorize.errors import ModelLoadError, UnknownEncoderError
+from clip_vectorize.inference import onnx_export
 from support.app import make_client
 from support.assertions import rowwise_cosine
 from support.models import PROJECTION_DIM
@@ -50,13 +51,13 @@ def test_the_format_is_recognised_from_the_files(loaded):
 
 
 @pytest.mark.parametrize("backend", ["onnx", "torch"])
-def test_vectors_match_the_formats_own_reference_implementation(multilingual_dirs, tiny_settings, backend):
-    for fmt, (reference, _) in FORMATS.items():
-        directory = multilingual_dirs[fmt]
-        encoder = ClipEncoder.load(tiny_settings(multilingual_model=str(directory), backend=backend))
-        ours = encoder.encode_texts(QUERIES, encoder="multilingual").vectors
-        encoder.close()
-        assert rowwise_cosine(ours, reference(directory)(QUERIES)).min() >= 0.9999, fmt
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_vectors_match_the_formats_own_reference_implementation(multilingual_dirs, tiny_settings, fmt, backend):
+    directory = multilingual_dirs[fmt]
+    encoder = ClipEncoder.load(tiny_settings(multilingual_model=str(directory), backend=backend))
+    ours = encoder.encode_texts(QUERIES, encoder="multilingual").vectors
+    encoder.close()
+    assert rowwise_cosine(ours, FORMATS[fmt][0](directory)(QUERIES)).min() >= 0.9999
 
 
 def test_a_folder_saved_by_todays_sentence_transformers_loads_and_matches_too(tmp_path, tiny_settings):
@@ -147,6 +148,17 @@ def test_a_tower_of_another_dimension_is_refused_at_start_up(tmp_path, tiny_sett
     directory = build_tiny_taiyi(tmp_path / "taiyi-16d", dimension=16)
     with pytest.raises(ModelLoadError, match="16-d vectors but the CLIP model's are 24-d"):
         ClipEncoder.load(tiny_settings(multilingual_model=str(directory)))
+
+
+def test_a_model_too_big_for_one_onnx_file_runs_in_torch_without_trying_the_export(
+        multilingual_dirs, tiny_settings, monkeypatch, caplog):
+    monkeypatch.setattr(onnx_export, "ONNX_MAX_BYTES", 1000)  # every tiny tower is "too big" now
+    monkeypatch.setattr(onnx_export, "export_in_child_process", lambda *args: pytest.fail("tried to export"))
+    encoder = ClipEncoder.load(tiny_settings(multilingual_model=str(multilingual_dirs["m-clip"]),
+                                             cache_dir=str(multilingual_dirs["m-clip"].parent / "fresh-cache")))
+    backends = {info.name: info.backend for info in encoder.text_encoders()}
+    encoder.close()
+    assert backends == {"clip": "torch", "multilingual": "torch"} and "2 GiB limit" in caplog.text
 
 
 def test_routing_to_multilingual_without_a_model_is_a_settings_error(tiny_settings):

@@ -129,17 +129,35 @@ def test_an_unknown_model_is_an_openai_style_404(api):
 
 @pytest.mark.parametrize(
     "extra, param",
-    [({"input": []}, None), ({"input": [1, 2, 3]}, None), ({"encoding_format": "int8"}, "encoding_format"),
-     ({"dimensions": 3}, "dimensions"), ({"modality": "audio"}, "modality")],
-    ids=["empty-list", "token-ids", "bad-format", "wrong-dimensions", "bad-modality"],
+    [({"input": []}, "input"), ({"input": [1, 2, 3]}, "input"), ({"input": [[1, 2]]}, "input"),
+     ({"input": True}, "input"), ({"input": ["ok", 7]}, "input[1]"), ({"model": 3}, "model"),
+     ({"encoding_format": "int8"}, "encoding_format"), ({"dimensions": 3}, "dimensions"),
+     ({"dimensions": 24.0}, "dimensions"), ({"dimensions": True}, "dimensions"), ({"modality": "audio"}, "modality")],
+    ids=["empty-list", "token-ids", "token-id-arrays", "bool", "non-string-item", "model-not-a-string", "bad-format",
+         "wrong-dimensions", "float-dimensions", "bool-dimensions", "bad-modality"],
 )
-def test_bad_requests_are_openai_style_400s(api, extra, param):
-    arguments = {"model": "clip", "input": ENGLISH, **extra}
-    with pytest.raises(openai.BadRequestError) as caught:
-        api.embeddings.create(**{k: v for k, v in arguments.items() if k != "modality"},
-                              extra_body={"modality": extra["modality"]} if "modality" in extra else None)
-    body = caught.value.body
-    assert isinstance(body, dict) and body["type"] == "invalid_request_error" and body["param"] == param
+def test_bad_requests_are_openai_style_400s_naming_the_parameter(client, extra, param):
+    response = client.post("/v1/embeddings", json={"model": "clip", "input": ENGLISH, **extra})
+    error = response.get_json()["error"]
+    assert response.status_code == 400 and error["type"] == "invalid_request_error" and error["param"] == param
+
+
+def test_null_options_mean_their_defaults(client):
+    body = client.post("/v1/embeddings", json={"model": "clip", "input": ENGLISH, "encoding_format": None,
+                                               "modality": None, "dimensions": None}).get_json()
+    assert isinstance(body["data"][0]["embedding"], list)
+
+
+@pytest.mark.parametrize(
+    "method, path, kwargs, status",
+    [("get", "/v1/nothing-here", {}, 404), ("get", "/v1/embeddings", {}, 405),
+     ("post", "/v1/embeddings", {"data": "x", "content_type": "text/plain"}, 415)],
+    ids=["unknown-path", "wrong-method", "not-json"],
+)
+def test_every_error_under_v1_has_openais_shape(client, method, path, kwargs, status):
+    response = getattr(client, method)(path, **kwargs)
+    error = response.get_json()["error"]
+    assert response.status_code == status and set(error) == {"message", "type", "param", "code"}
 
 
 def test_a_bad_image_fails_the_request_naming_the_input(api):

@@ -1,3 +1,9 @@
+"""Finding a CLIP checkpoint, and building the runtime that runs any model's towers: device and backend.
+
+Every failure becomes one ModelLoadError line that names the setting, says what was tried and how to fix it
+(inference/model_source.py).
+"""
+
 from __future__ import annotations
 
 import logging

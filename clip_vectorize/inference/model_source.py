@@ -23,6 +23,7 @@ class Source:
     what: str  # how messages name the model, e.g. "CLIP model"
     fix_hint: str  # one sentence starting with "Fix:"
     hub_files: tuple[str, ...]  # what to fetch of a hub repository: config, tokenizer and weights, nothing else
+    hub_skipped: tuple[str, ...] = ()  # what to leave behind even where hub_files match (other runtimes' copies)
 
     def error(self, problem: str) -> ModelLoadError:
         """`problem` continues the sentence after the setting: " is not ...", or ", tried ...: reason"."""
@@ -50,4 +51,5 @@ def locate_model(source: Source) -> tuple[Path, str]:
         raise source.error(" is not an existing directory")
     where = "the Hugging Face hub id (or its local cache)"
     with loading(source, where):
-        return Path(snapshot_download(repo_id=source.value, allow_patterns=list(source.hub_files))), where
+        return Path(snapshot_download(repo_id=source.value, allow_patterns=list(source.hub_files),
+                                      ignore_patterns=list(source.hub_skipped) or None)), where

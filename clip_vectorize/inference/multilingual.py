@@ -20,8 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
 from torch import nn
-from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer, XLMRobertaConfig, XLMRobertaModel
+from transformers import (
+    AutoModel,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    XLMRobertaConfig,
+    XLMRobertaModel,
+    XLMRobertaTokenizer,
+)
 
 from clip_vectorize.inference.model_source import Source, loading, locate_model
 
@@ -30,7 +39,10 @@ M_CLIP = "m-clip"
 SEQUENCE_CLASSIFICATION = "bert-sequence-classification"
 FIX_HINT = ("Fix: point CLIP_MULTILINGUAL_MODEL at a local directory holding one of the three supported formats "
             "(README: Chinese and multilingual queries), or unset it.")
-HUB_FILES = ("*.json", "*.txt", "*.safetensors", "*.bin", "*.model", "*/*.json", "*/*.safetensors", "*/*.bin")
+# What to fetch of a hub repository (the patterns match across folders); repositories also carry ONNX and OpenVINO
+# copies the service does not read.
+HUB_FILES = ("*.json", "*.txt", "*.safetensors", "*.bin", "*.model")
+HUB_SKIPPED = ("onnx/*", "openvino/*", "*.onnx", "*.h5", "*.msgpack", "*.ot")
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {  # sentence-transformers' Dense names its activation by class path
     "torch.nn.modules.linear.Identity": nn.Identity,
     "torch.nn.modules.activation.Tanh": nn.Tanh,
@@ -38,7 +50,7 @@ _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {  # sentence-transformers' D
 
 
 def multilingual_source(value: str) -> Source:
-    return Source("CLIP_MULTILINGUAL_MODEL", value, "the multilingual text model", FIX_HINT, HUB_FILES)
+    return Source("CLIP_MULTILINGUAL_MODEL", value, "the multilingual text model", FIX_HINT, HUB_FILES, HUB_SKIPPED)
 
 
 @dataclass(frozen=True)
@@ -109,16 +121,19 @@ def _st_max_length(transformer_dir: Path, tokenizer: Any) -> int:
 
 
 def _mclip_parts(directory: Path) -> tuple[Any, int, int, str]:
-    positions = _state_dict(directory, mmap=True)["transformer.embeddings.position_embeddings.weight"].shape[0]
+    positions = _tensor_shape(directory, "transformer.embeddings.position_embeddings.weight")[0]
     context_length = positions - 2  # XLM-R numbers positions from padding_idx + 1
     dimension = _json(directory / "config.json")["numDims"]
-    return AutoTokenizer.from_pretrained(directory, local_files_only=True), dimension, context_length, "multilingual"
+    # The tower is XLM-R by construction: name its tokenizer, since config.json's model_type ("M-CLIP") does not
+    tokenizer = XLMRobertaTokenizer.from_pretrained(directory, local_files_only=True)
+    return tokenizer, dimension, context_length, "multilingual"
 
 
 def _sequence_classification_parts(directory: Path) -> tuple[Any, int, int, str]:
     config = _json(directory / "config.json")
     dimension = len(config.get("id2label") or {}) or config["num_labels"]
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    # The one published tower in this format, Taiyi-CLIP, reads Chinese only: route only Han text to it
     return tokenizer, dimension, config["max_position_embeddings"], "zh"
 
 
@@ -208,7 +223,7 @@ def _xlmr_config_from_weights(weights: dict[str, torch.Tensor], attention: str) 
 def _dense(path: Path) -> nn.Module:
     """One sentence-transformers Dense module: Linear (with or without bias) and its activation."""
     config = _json(path / "config.json")
-    activation = config.get("activation_function", "torch.nn.modules.linear.Identity")
+    activation = config.get("activation_function", "torch.nn.modules.activation.Tanh")  # Dense's own default
     if activation not in _ACTIVATIONS:
         raise ValueError(f"{path.name}: activation {activation} is not supported (only {', '.join(_ACTIVATIONS)})")
     linear = nn.Linear(config["in_features"], config["out_features"], bias=config.get("bias", True))
@@ -222,7 +237,7 @@ def _st_modules(directory: Path) -> dict[str, list[str]]:
     modules: dict[str, list[str]] = {}
     for module in sorted(_json(directory / "modules.json"), key=lambda entry: entry.get("idx", 0)):
         modules.setdefault(module["type"].rsplit(".", 1)[-1], []).append(module["path"])
-    pooling = _json(directory / modules.get("Pooling", [""])[0] / "config.json") if "Pooling" in modules else {}
+    pooling = _json(directory / modules["Pooling"][0] / "config.json") if "Pooling" in modules else {}
     if not modules.get("Transformer") or not modules.get("Dense") or not _pools_by_mean(pooling):
         raise ValueError("modules.json must hold a Transformer, mean Pooling and a Dense projection to CLIP's size")
     return modules
@@ -235,10 +250,16 @@ def _pools_by_mean(pooling: dict) -> bool:
 def _state_dict(directory: Path, mmap: bool = False) -> dict[str, torch.Tensor]:
     """The weights in `directory`: model.safetensors, else pytorch_model.bin (loaded as plain tensors only)."""
     if (directory / "model.safetensors").is_file():
-        from safetensors.torch import load_file
-
         return load_file(directory / "model.safetensors")
     return torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True, mmap=mmap)
+
+
+def _tensor_shape(directory: Path, key: str) -> tuple[int, ...]:
+    """One weight's shape without reading the weights (a worker that runs the ONNX export never needs them)."""
+    if (directory / "model.safetensors").is_file():
+        with safe_open(directory / "model.safetensors", "pt") as weights:
+            return tuple(weights.get_slice(key).get_shape())
+    return tuple(_state_dict(directory, mmap=True)[key].shape)
 
 
 def _json(path: Path) -> Any:

@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 EXPORT_FORMAT = 2  # bump when what gets exported changes
 OPSET = 17
 TOWER_FILES = {"clip": ("text.onnx", "image.onnx"), "multilingual": ("text.onnx",)}  # by kind of model
+ONNX_MAX_BYTES = 2 * 1024**3  # protobuf's limit for one .onnx file: M-CLIP's XLM-R large (2.2 GB) is over it
 
 
 def export_key(kind: str, model_dir: Path) -> str:
@@ -57,6 +58,7 @@ def cached_towers(kind: str, model_dir: Path, cache_dir: Path) -> Path:
     target = cache_dir / "onnx" / f"{model_dir.name}-{export_key(kind, model_dir)}"
     if all((target / name).is_file() for name in TOWER_FILES[kind]):
         return target
+    _check_size(model_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".export-") as scratch:
@@ -69,6 +71,15 @@ def cached_towers(kind: str, model_dir: Path, cache_dir: Path) -> Path:
             shutil.rmtree(scratch, ignore_errors=True)
     logger.info("exported ONNX towers of %s to %s in %.1f s", model_dir, target, time.perf_counter() - started)
     return target
+
+
+def _check_size(model_dir: Path) -> None:
+    """Refuse at once what cannot be one .onnx file, rather than after minutes of exporting."""
+    weights = list(model_dir.rglob("*.safetensors")) or list(model_dir.rglob("*.bin"))  # one copy, not both
+    size = sum(path.stat().st_size for path in weights)
+    if size > ONNX_MAX_BYTES:
+        raise RuntimeError(f"{model_dir.name}'s weights are {size / 1024**3:.1f} GiB, over ONNX's 2 GiB limit for "
+                           "one file; it runs in torch")
 
 
 def export_in_child_process(kind: str, model_dir: Path, out_dir: Path) -> None:

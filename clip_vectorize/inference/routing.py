@@ -12,7 +12,9 @@ import unicodedata
 
 CLIP = "clip"
 MULTILINGUAL = "multilingual"
-ROUTINGS = ("auto", CLIP, MULTILINGUAL)
+AUTO = "auto"
+ENCODERS = (CLIP, MULTILINGUAL)  # what a request may name
+ROUTINGS = (AUTO, *ENCODERS)  # what CLIP_TEXT_ROUTING may say (config.py repeats it: it imports nothing)
 
 
 def is_han(char: str) -> bool:
@@ -25,7 +27,8 @@ def is_non_latin_letter(char: str) -> bool:
 
 def route(text: str, routing: str, chinese_only: bool) -> str:
     """The encoder for `text` under `routing` (auto, clip or multilingual), given a loaded multilingual tower."""
-    if routing != "auto":
+    if routing != AUTO:
         return routing
     wants_multilingual = is_han if chinese_only else is_non_latin_letter
-    return MULTILINGUAL if any(wants_multilingual(char) for char in text) else CLIP
+    # NFKC first: fullwidth ＢＭＷ and other compatibility forms are Latin letters in disguise
+    return MULTILINGUAL if any(wants_multilingual(char) for char in unicodedata.normalize("NFKC", text)) else CLIP

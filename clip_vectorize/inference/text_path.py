@@ -6,6 +6,7 @@ length and truncation rule; a second text model is a second instance, never a co
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -53,13 +54,15 @@ class TextPath:
         self.batcher: MicroBatcher[list[int], np.ndarray] = MicroBatcher(self._encode_token_batch, limits,
                                                                           name=f"{name}-text")
 
-    def encode(self, texts: Sequence[str]) -> TextVectors:
-        """Vectors in input order; each distinct uncached text goes through the model once."""
+    def encode(self, texts: Sequence[str], deadline: float | None = None) -> TextVectors:
+        """Vectors in input order; each distinct uncached text goes through the model once. `deadline`
+        (time.monotonic()) bounds the wait for the model, else this path's own timeout does."""
         entries: list[TextEntry | None] = [self.cache.get(text) for text in texts]
         missing = list(dict.fromkeys(text for text, entry in zip(texts, entries) if entry is None))
         if missing:
             token_lists, lengths = self.tokenize(missing)
-            vectors = self.batcher.run(token_lists, self.timeout_s)
+            timeout = self.timeout_s if deadline is None else max(0.0, deadline - time.monotonic())
+            vectors = self.batcher.run(token_lists, timeout)
             fresh = {text: (vector, length > self.model.context_length, length)
                      for text, vector, length in zip(missing, vectors, lengths)}
             for text, entry in fresh.items():

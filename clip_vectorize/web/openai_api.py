@@ -6,21 +6,26 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 from flask import Blueprint, Response, jsonify
 
 from clip_vectorize.errors import InvalidImageError
-from clip_vectorize.inference.routing import MULTILINGUAL
+from clip_vectorize.inference.routing import AUTO, MULTILINGUAL
 from clip_vectorize.inference.vectors import Encoder
 from clip_vectorize.web.http_errors import ApiError
-from clip_vectorize.web.request_parsing import decoded_image, json_object, require_list, require_text
+from clip_vectorize.web.request_parsing import (
+    decoded_image,
+    json_object,
+    optional_choice,
+    require_list,
+    require_string,
+    require_text,
+)
 from clip_vectorize.web.state import service_state
 
 blueprint = Blueprint("openai", __name__, url_prefix="/v1")
 
-AUTO = "auto"  # route each text by its script, as /encode-texts does without "encoder"
 ENCODING_FORMATS = ("float", "base64")
 MODALITIES = ("text", "image")
 
@@ -28,13 +33,16 @@ MODALITIES = ("text", "image")
 @blueprint.post("/embeddings")
 def embeddings() -> Response:
     body = json_object()
-    requested = _required_string(body, "model")
-    encoding_format = _choice(body, "encoding_format", ENCODING_FORMATS)
-    modality = _choice(body, "modality", MODALITIES)
-    inputs = _inputs(body.get("input"), require_text if modality == "text" else _require_string)
+    requested = require_string(body.get("model"), "model")
+    encoding_format = optional_choice(body, "encoding_format", ENCODING_FORMATS, "float")
+    modality = optional_choice(body, "modality", MODALITIES, "text")
+    inputs = _inputs(body.get("input"), require_text if modality == "text" else require_string)
+    dimensions = _dimensions(body.get("dimensions"))
     encoder = service_state().ready_encoder()
     name = _encoder_name(encoder, requested)
-    _check_dimensions(body.get("dimensions"), encoder.dimension)
+    if dimensions is not None and dimensions != encoder.dimension:
+        raise ApiError(400, f"'dimensions' must be {encoder.dimension} (this model's vectors) or left out",
+                       param="dimensions")
     if modality == "image":
         vectors, model, tokens = _image_vectors(encoder, name, inputs), encoder.model_name, 0
     else:
@@ -85,42 +93,26 @@ def _image_vectors(encoder: Encoder, name: str | None, items: list[str]) -> list
 
 
 def _inputs(value: object, check: Callable[[object, str], str]) -> list[str]:
-    """`input`: one string or a list of strings (token-id arrays are OpenAI's too, but these models tokenize
-    themselves). Texts are checked as /encode-text checks them; images only for being strings, decoded later."""
+    """`input`: a string or a list of strings. Texts are checked as /encode-text checks them; images only for
+    being strings, decoded later. Token-id arrays (OpenAI's third form) are refused: the models here tokenize
+    themselves (LangChain: pass check_embedding_ctx_length=False)."""
     if isinstance(value, str):
         return [check(value, "input")]
+    if isinstance(value, list) and value and all(isinstance(item, list | int) for item in value):
+        raise ApiError(400, "'input' must be strings; token-id arrays are not accepted (this service tokenizes "
+                            "itself; LangChain's OpenAIEmbeddings: check_embedding_ctx_length=False)", param="input")
     items = require_list(value, "input")
     return [check(item, f"input[{index}]") for index, item in enumerate(items)]
 
 
-def _require_string(value: object, name: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ApiError(400, f"'{name}' must be a non-empty string (base64 or a data: URI)", param=name)
+def _dimensions(value: object) -> int | None:
+    if value is not None and (type(value) is not int or value < 1):
+        raise ApiError(400, "'dimensions' must be a positive integer", param="dimensions")
     return value
 
 
-def _check_dimensions(value: object, dimension: int) -> None:
-    if value is not None and value != dimension:
-        raise ApiError(400, f"'dimensions' must be {dimension} (this model's vectors) or left out", param="dimensions")
-
-
-def _required_string(body: dict[str, Any], name: str) -> str:
-    value = body.get(name)
-    if not isinstance(value, str) or not value:
-        raise ApiError(400, f"'{name}' is required and must be a non-empty string", param=name)
-    return value
-
-
-def _choice(body: dict[str, Any], name: str, choices: tuple[str, ...]) -> str:
-    value = body.get(name, choices[0])
-    if value not in choices:
-        raise ApiError(400, f"'{name}' must be one of {', '.join(choices)}", param=name)
-    return value
-
-
-def _encoded(vector: np.ndarray, encoding_format: str) -> list[float] | str:
+def _encoded(vector: np.ndarray, encoding_format: str | None) -> list[float] | str:
     """floats, or base64 of the little-endian float32 bytes (what the openai client decodes)."""
     if encoding_format == "base64":
         return base64.b64encode(np.asarray(vector, "<f4").tobytes()).decode()
     return vector.tolist()
-

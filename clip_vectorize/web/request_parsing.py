@@ -12,14 +12,12 @@ import binascii
 from flask import request
 
 from clip_vectorize.errors import InvalidImageError
-from clip_vectorize.inference.routing import CLIP, MULTILINGUAL
+from clip_vectorize.inference.routing import ENCODERS
 from clip_vectorize.inference.vectors import ImageInput
 from clip_vectorize.url_fetch import fetch_image_bytes
 from clip_vectorize.web.http_errors import ApiError
 from clip_vectorize.web.state import service_state
 from config import Settings
-
-TEXT_ENCODERS = (CLIP, MULTILINGUAL)
 
 
 def settings() -> Settings:
@@ -40,16 +38,17 @@ def json_object() -> dict:
 
 def require_text(value: object, name: str) -> str:
     if value is None:
-        raise ApiError(400, f"'{name}' is required")
+        raise ApiError(400, f"'{name}' is required", param=name)
     if not isinstance(value, str):
-        raise ApiError(400, f"'{name}' must be a string, got {type(value).__name__}")
+        raise ApiError(400, f"'{name}' must be a string, got {type(value).__name__}", param=name)
     if not value.strip():
-        raise ApiError(400, f"'{name}' must not be empty")
+        raise ApiError(400, f"'{name}' must not be empty", param=name)
     if not _is_valid_unicode(value):
-        raise ApiError(400, f"'{name}' is not valid Unicode: it contains a lone surrogate (such as \\ud800)")
+        raise ApiError(400, f"'{name}' is not valid Unicode: it contains a lone surrogate (such as \\ud800)",
+                       param=name)
     if len(value) > settings().max_text_chars:
         raise ApiError(400, f"'{name}' has {len(value)} characters; the limit is {settings().max_text_chars} "
-                            "(CLIP_MAX_TEXT_CHARS). CLIP reads only the first 77 tokens anyway")
+                            "(CLIP_MAX_TEXT_CHARS). CLIP reads only the first 77 tokens anyway", param=name)
     return value
 
 
@@ -64,18 +63,32 @@ def _is_valid_unicode(text: str) -> bool:
 
 def optional_encoder(body: dict) -> str | None:
     """The text encoder a caller asks for by name, or None to let the service route each text."""
-    value = body.get("encoder")
-    if value is not None and value not in TEXT_ENCODERS:
-        raise ApiError(400, f"'encoder' must be one of {', '.join(TEXT_ENCODERS)} (or left out to route by script)")
+    return optional_choice(body, "encoder", ENCODERS, None, " (or left out to route by script)")
+
+
+def optional_choice(body: dict, name: str, choices: tuple[str, ...], default: str | None, hint: str = "") -> str | None:
+    """`body[name]` if it is one of `choices`; `default` when it is missing or null; a 400 otherwise."""
+    value = body.get(name)
+    if value is None:
+        return default
+    if value not in choices:
+        raise ApiError(400, f"'{name}' must be one of {', '.join(choices)}{hint}", param=name)
+    return value
+
+
+def require_string(value: object, name: str) -> str:
+    """A non-empty string, with none of the text checks (base64 images, model names)."""
+    if not isinstance(value, str) or not value:
+        raise ApiError(400, f"'{name}' is required and must be a non-empty string", param=name)
     return value
 
 
 def require_list(value: object, name: str) -> list:
     if not isinstance(value, list) or not value:
-        raise ApiError(400, f"'{name}' must be a non-empty JSON list")
+        raise ApiError(400, f"'{name}' must be a non-empty JSON list", param=name)
     limit = settings().max_batch_items
     if len(value) > limit:
-        raise ApiError(400, f"'{name}' has {len(value)} items; the limit is {limit} (CLIP_MAX_BATCH_ITEMS)")
+        raise ApiError(400, f"'{name}' has {len(value)} items; the limit is {limit} (CLIP_MAX_BATCH_ITEMS)", param=name)
     return value
 
 
