@@ -66,6 +66,7 @@ class ClipEncoder:
         self.backend_name = backend.name
         self.dimension: int = parts.config.projection_dim
         self.image_preprocess = settings.image_preprocess
+        self.precision = settings.precision
         self.text_routing = settings.text_routing or CLIP
         limits = BatchLimits(settings.batch_size, settings.batch_wait_ms / 1000, settings.queue_size)
         clip_model = _text_model(parts.tokenizer, backend, parts.config.projection_dim,
@@ -93,9 +94,9 @@ class ClipEncoder:
         encoder = cls(parts, backend, device, settings, multilingual)
         encoder.warm_up()
         logger.info(
-            "CLIP model %s loaded on %s (backend %s, dimension %d, image preprocessing %s) in %.1f s",
-            encoder.model_name, device, encoder.backend_name, encoder.dimension, encoder.image_preprocess,
-            time.perf_counter() - started,
+            "CLIP model %s loaded on %s (backend %s, %s, dimension %d, image preprocessing %s) in %.1f s",
+            encoder.model_name, device, encoder.backend_name, encoder.precision, encoder.dimension,
+            encoder.image_preprocess, time.perf_counter() - started,
         )
         if multilingual is not None:
             logger.info("multilingual text model %s (%s, %s) loaded: backend %s, %d tokens; text routing %s",

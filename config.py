@@ -68,15 +68,17 @@ class Settings(EnvSettings):
                           choices=("auto", "cpu", "cuda"))
     backend: str = setting("CLIP_BACKEND", "auto", "auto (ONNX Runtime on CPU, torch on CUDA), onnx or torch",
                            choices=("auto", "onnx", "torch"))
-    precision: str = setting("CLIP_PRECISION", "fp32", "fp32, or fp16 with torch on CUDA", choices=("fp32", "fp16"))
+    precision: str = setting("CLIP_PRECISION", "fp32", "fp32; int8 (ONNX Runtime on CPU, dynamic quantization); "
+                             "bf16 (torch on a CPU with native bf16); fp16 (torch on CUDA)",
+                             choices=("fp32", "int8", "bf16", "fp16"))
     cache_dir: str = setting("CLIP_CACHE_DIR", "~/.cache/clip-vectorize",
                              "Where ONNX exports are cached, keyed by model and library versions")
     image_preprocess: str = setting(
         "CLIP_IMAGE_PREPROCESS", "fast",
         "fast: JPEG draft decode + resize in numpy; exact: transformers' CLIPImageProcessor", choices=("fast", "exact"))
     batch_size: int = setting("BATCH_SIZE", 32, "The most items one forward pass takes", minimum=1)
-    batch_wait_ms: int = setting("CLIP_BATCH_WAIT_MS", 2, "How long the first item of a batch waits for others",
-                                 minimum=0)
+    batch_wait_ms: int = setting("CLIP_BATCH_WAIT_MS", 2, "How long items queued during a pass wait for others "
+                                 "(after an idle moment: not at all)", minimum=0)
     queue_size: int = setting("CLIP_QUEUE_SIZE", 64, "Items that may wait for each tower; beyond: 503 at once",
                               minimum=1)
     text_cache_size: int = setting("CLIP_TEXT_CACHE_SIZE", 10_000, "Text vectors kept (LRU); 0 turns the cache off",
@@ -109,6 +111,11 @@ class Settings(EnvSettings):
         if self.text_routing != "clip" and not self.multilingual_model:
             raise ValueError(f"CLIP_TEXT_ROUTING={self.text_routing} needs a multilingual model: set "
                              "CLIP_MULTILINGUAL_MODEL, or CLIP_TEXT_ROUTING=clip")
+        if self.precision == "int8" and (self.device == "cuda" or self.backend == "torch"):
+            raise ValueError("CLIP_PRECISION=int8 runs with ONNX Runtime on CPU; "
+                             "set DEVICE=cpu and CLIP_BACKEND=auto or onnx")
+        if self.precision == "bf16" and self.backend == "onnx":
+            raise ValueError("CLIP_PRECISION=bf16 runs with torch; set CLIP_BACKEND=auto or torch")
         if self.precision == "fp16" and (self.device == "cpu" or self.backend == "onnx"):
             raise ValueError("CLIP_PRECISION=fp16 needs the torch backend on CUDA; CPU and ONNX run fp32")
 

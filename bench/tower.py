@@ -26,10 +26,24 @@ from config import Settings
 TEXT_TOKENS = 12  # a typical search query: start token, 10 BPE tokens, end token
 
 
-def load_encoder(model: str, backend: str) -> ClipEncoder:
-    """The encoder as the service builds it (CLIP_* settings from the environment), with this model and backend."""
+def load_encoder(model: str, backend: str, precision: str = "fp32") -> ClipEncoder:
+    """The encoder as the service builds it (CLIP_* settings from the environment), with this model, backend and
+    precision."""
     return ClipEncoder.load(Settings.from_env({**os.environ, "CLIP_MODEL": model, "DEVICE": "cpu",
-                                               "CLIP_BACKEND": backend}))
+                                               "CLIP_BACKEND": backend, "CLIP_PRECISION": precision}))
+
+
+def parity_with_fp32(encoder: ClipEncoder, model: str) -> dict:
+    """Lowest cosine of this encoder's tower outputs to fp32 ONNX's, on the same photo-like pixels and token ids."""
+    reference = load_encoder(model, "onnx", "fp32")
+    rng = np.random.default_rng(1)
+    pixels = rng.normal(0, 1, (8, 3, 224, 224)).astype(np.float32)
+    ids, mask = text_inputs(16)
+    pairs = {"image": (encoder.backend.encode_image(pixels), reference.backend.encode_image(pixels)),
+             "text": (encoder.backend.encode_text(ids, mask), reference.backend.encode_text(ids, mask))}
+    reference.close()
+    return {f"{tower}_min_cosine_to_fp32": float(np.min(np.sum(ours * theirs, axis=1)))
+            for tower, (ours, theirs) in pairs.items()}
 
 
 def timed(call: Callable[[], object], warmups: int, iterations: int) -> list[float]:
@@ -86,14 +100,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--backend", default="onnx")
+    parser.add_argument("--precision", default="fp32", help="fp32, int8 (onnx) or bf16 (torch)")
     parser.add_argument("--image-iterations", type=int, default=3)
     parser.add_argument("--text-iterations", type=int, default=30)
     parser.add_argument("--jpeg", type=Path, help="also time fast vs exact preprocessing of this JPEG")
     args = parser.parse_args()
     began = time.perf_counter()
-    encoder = load_encoder(args.model, args.backend)
-    result = {"backend": encoder.backend_name, "load_s": time.perf_counter() - began}
+    encoder = load_encoder(args.model, args.backend, args.precision)
+    result = {"backend": encoder.backend_name, "precision": encoder.precision, "load_s": time.perf_counter() - began}
     result.update(measure(encoder, args.image_iterations, args.text_iterations))
+    if args.precision != "fp32":
+        result.update(parity_with_fp32(encoder, args.model))
     if args.jpeg:
         result["preprocessing"] = measure_preprocessing(encoder, args.model, args.jpeg, iterations=5)
     print(json.dumps(result))

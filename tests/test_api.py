@@ -30,7 +30,8 @@ def test_health_reports_loaded_model_device_and_dimension(client):
     assert response.status_code == 200
     assert response.get_json() == {
         "status": "ok", "service": "clip-vectorize", "clip_loaded": True,
-        "model": "fake/clip", "device": "cpu", "backend": "fake", "dimension": DIMENSION, "text_routing": "clip",
+        "model": "fake/clip", "device": "cpu", "backend": "fake", "precision": "fp32", "dimension": DIMENSION,
+        "text_routing": "clip",
         "encoders": [{"name": "clip", "model": "fake/clip", "backend": "fake", "max_tokens": 77, "format": "clip",
                       "languages": "en"}],
     }

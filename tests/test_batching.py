@@ -50,6 +50,29 @@ def test_a_full_batch_goes_at_once_without_waiting_for_max_wait():
     batcher.close()
 
 
+@pytest.mark.timeout(10)
+def test_the_first_request_after_an_idle_moment_does_not_wait_for_company():
+    batcher = make_batcher(max_batch=8, max_wait_s=60)
+    assert batcher.run([1]) == [10]  # would hang for a minute if a lone request waited for company
+    assert batcher.run([2, 3]) == [20, 30]  # and again after the next idle moment, several items at once
+    batcher.close()
+
+
+def test_items_that_queue_while_a_pass_runs_wait_for_company():
+    gate, sizes = threading.Event(), []
+    batcher = make_batcher(lambda items: (gate.wait(5), [item * 10 for item in items])[1], max_batch=2, max_wait_s=30)
+    batcher.on_batch = sizes.append
+    first = batcher.submit([1])  # the pass that blocks on the gate
+    while batcher.depth:
+        time.sleep(0.001)
+    second = batcher.submit([2])  # queued while a pass runs
+    gate.set()
+    third = batcher.submit([3])  # joins the second's pass, which waits for it (and then is full)
+    assert [future.result(5) for future in first + second + third] == [10, 20, 30]
+    assert sizes == [1, 2]
+    batcher.close()
+
+
 def test_a_request_that_would_overflow_the_queue_is_refused_at_once():
     gate = threading.Event()
     batcher = make_batcher(lambda items: gate.wait(5) and items, max_batch=1, max_queue=3)

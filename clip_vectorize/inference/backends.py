@@ -15,6 +15,13 @@ import torch
 from torch import nn
 from transformers import CLIPModel
 
+INT8_SUFFIX = ".int8.onnx"  # each tower's int8 copy sits beside its fp32 export (inference.onnx_export)
+
+
+def tower_file(towers_dir: Path, tower: str, precision: str) -> Path:
+    """The file the ONNX backend runs for `tower` ("text", "image") at `precision` ("fp32" or "int8")."""
+    return towers_dir / (f"{tower}{INT8_SUFFIX}" if precision == "int8" else f"{tower}.onnx")
+
 
 class TextBackend(Protocol):
     name: str
@@ -85,12 +92,13 @@ class OnnxBackend:
 
     name = "onnx"
 
-    def __init__(self, towers_dir: Path, threads: int = 0) -> None:
+    def __init__(self, towers_dir: Path, threads: int = 0, precision: str = "fp32") -> None:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads  # 0: one per core
         options.inter_op_num_threads = 1
-        sessions = {path.stem: onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-                    for path in sorted(towers_dir.glob("*.onnx"))}
+        files = {tower: tower_file(towers_dir, tower, precision) for tower in ("text", "image")}
+        sessions = {tower: onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+                    for tower, path in files.items() if path.is_file()}
         self._text = sessions["text"]
         self._image = sessions.get("image")
 

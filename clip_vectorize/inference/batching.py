@@ -1,8 +1,9 @@
 """Dynamic batching: requests from many threads are coalesced into one forward pass on one thread.
 
 One worker thread owns the runtime session, so inference never runs twice at once and each pass uses
-every core. The first item of a batch waits at most `max_wait` for others to join; the queue of waiting
-items is bounded, and a request that would overflow it is refused at once rather than left to wait.
+every core. The first request after an idle moment goes straight to the model; items that queued while a
+pass ran wait at most `max_wait` for others to join. The queue of waiting items is bounded, and a request
+that would overflow it is refused at once rather than left to wait.
 """
 
 from __future__ import annotations
@@ -103,16 +104,13 @@ class MicroBatcher(Generic[Item, Result]):
 
     def _next_batch(self) -> list[tuple[Item, Future]] | None:
         with self._ready:
+            was_idle = not self._pending
             while not self._pending:
                 if self._closed:
                     return None
                 self._ready.wait()
-            deadline = time.monotonic() + self.limits.max_wait_s
-            while len(self._pending) < self.limits.max_batch and not self._closed:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._ready.wait(remaining)
+            if not was_idle:  # items queued while a pass ran: more are likely on their way, let them join
+                self._wait_for_company()
             batch: list[tuple[Item, Future]] = []
             while self._pending and len(batch) < self.limits.max_batch:
                 item, future = self._pending.popleft()
@@ -121,3 +119,12 @@ class MicroBatcher(Generic[Item, Result]):
         if batch and self.on_batch is not None:
             self.on_batch(len(batch))
         return batch
+
+    def _wait_for_company(self) -> None:
+        """Hold the batch open up to max_wait for more items (the lock is held; waiting releases it)."""
+        deadline = time.monotonic() + self.limits.max_wait_s
+        while len(self._pending) < self.limits.max_batch and not self._closed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._ready.wait(remaining)

@@ -98,10 +98,30 @@ def pick_device(requested: str) -> str:
     return requested
 
 
-def pick_backend(requested: str, device: str) -> str:
-    """auto: ONNX Runtime on CPU (2x faster text tower here), torch on CUDA (fp16 available)."""
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # either gives native bf16 matrix work; without, torch emulates it
+
+
+def require_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> None:
+    """bf16 is only faster than fp32 where the CPU computes it natively; elsewhere refuse it, naming the flags."""
+    flags = cpu_flags(cpuinfo)
+    if not flags & set(BF16_CPU_FLAGS):
+        vector = sorted(flag for flag in flags if flag.startswith(("avx", "amx")))
+        raise ModelLoadError(
+            f"CLIP_PRECISION=bf16 needs a CPU with native bf16 ({' or '.join(BF16_CPU_FLAGS)}); this CPU has neither "
+            f"(its vector flags: {', '.join(vector) or 'none'}). Fix: CLIP_PRECISION=int8 (faster here) or fp32.")
+
+
+def cpu_flags(cpuinfo: Path) -> set[str]:
+    for line in cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []:
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def pick_backend(requested: str, device: str, precision: str = "fp32") -> str:
+    """auto: ONNX Runtime on CPU (2x faster text tower here), torch on CUDA (fp16 available) and for bf16."""
     if requested == "auto":
-        return "onnx" if device == "cpu" else "torch"
+        return "onnx" if device == "cpu" and precision != "bf16" else "torch"
     if requested == "onnx" and device != "cpu":
         raise ModelLoadError(
             "CLIP_BACKEND=onnx runs on CPU only. Fix: use CLIP_BACKEND=torch (or auto) with DEVICE=cuda.")
@@ -122,17 +142,24 @@ def load_model_parts(source: Source) -> ModelParts:
 
 def build_backend(settings: Settings, model: Exportable, device: str) -> Backend:
     """The runtime for this device; under CLIP_BACKEND=auto a failed ONNX export falls back to torch, logged."""
-    choice = pick_backend(settings.backend, device)
+    choice = pick_backend(settings.backend, device, settings.precision)
+    if settings.precision == "bf16" and device == "cpu":
+        require_native_bf16()
+    if settings.precision == "int8" and choice != "onnx":
+        raise ModelLoadError(f"CLIP_PRECISION=int8 runs with ONNX Runtime on CPU, and this start picked {choice} on "
+                             f"{device}. Fix: set DEVICE=cpu, or CLIP_PRECISION=fp32 (or fp16 on CUDA).")
     if choice == "onnx":
         try:
-            towers = cached_towers(model.export_kind, model.directory, Path(settings.cache_dir).expanduser())
-            return OnnxBackend(towers, settings.inference_threads)
+            cache_dir = Path(settings.cache_dir).expanduser()
+            towers = cached_towers(model.export_kind, model.directory, cache_dir, settings.precision)
+            return OnnxBackend(towers, settings.inference_threads, settings.precision)
         except Exception as exc:
-            if settings.backend == "onnx":
+            if settings.backend == "onnx" or settings.precision == "int8":  # torch would not be what was asked
+                asked = "CLIP_BACKEND=onnx" if settings.backend == "onnx" else "CLIP_PRECISION=int8"
                 raise ModelLoadError(
-                    f"CLIP_BACKEND=onnx: exporting or loading the ONNX towers of {model.source.variable} failed: "
-                    f"{exc}. Fix: check CLIP_CACHE_DIR is writable, or set CLIP_BACKEND=torch.") from exc
+                    f"{asked}: exporting or loading the ONNX towers of {model.source.variable} failed: {exc}. "
+                    "Fix: check CLIP_CACHE_DIR is writable, or set CLIP_BACKEND=torch (fp32).") from exc
             logger.warning("ONNX backend unavailable for %s (%s); falling back to torch", model.source.variable, exc)
-    dtype = torch.float16 if settings.precision == "fp16" else torch.float32
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(settings.precision, torch.float32)
     text, image = model.torch_towers()
     return TorchBackend(text, image, device, dtype, settings.inference_threads)

@@ -25,10 +25,11 @@ import onnx
 import onnxruntime
 import torch
 import transformers
+from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.transformers import optimizer
 from transformers import CLIPModel
 
-from clip_vectorize.inference.backends import ImageTower, TextTower
+from clip_vectorize.inference.backends import INT8_SUFFIX, ImageTower, TextTower
 from clip_vectorize.inference.multilingual import build_tower, detect_format, multilingual_source
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 EXPORT_FORMAT = 2  # bump when what gets exported changes
 OPSET = 17
 TOWER_FILES = {"clip": ("text.onnx", "image.onnx"), "multilingual": ("text.onnx",)}  # by kind of model
+QUANTIZED_OPS = ["MatMul", "Gemm", "Attention"]  # the weights that hold nearly all the compute; Attention once fused
 ONNX_MAX_BYTES = 2 * 1024**3  # protobuf's limit for one .onnx file: M-CLIP's XLM-R large (2.2 GB) is over it
 
 
@@ -52,9 +54,16 @@ def export_key(kind: str, model_dir: Path) -> str:
     return digest.hexdigest()[:20]
 
 
-def cached_towers(kind: str, model_dir: Path, cache_dir: Path) -> Path:
+def cached_towers(kind: str, model_dir: Path, cache_dir: Path, precision: str = "fp32") -> Path:
     """The directory holding this model's exported towers (text.onnx, and image.onnx for CLIP), exporting them
-    first if needed."""
+    first if needed; with precision int8 also their int8 copies, quantized once."""
+    target = _exported_towers(kind, model_dir, cache_dir)
+    if precision == "int8":
+        _quantize_once(target)
+    return target
+
+
+def _exported_towers(kind: str, model_dir: Path, cache_dir: Path) -> Path:
     target = cache_dir / "onnx" / f"{model_dir.name}-{export_key(kind, model_dir)}"
     if all((target / name).is_file() for name in TOWER_FILES[kind]):
         return target
@@ -71,6 +80,21 @@ def cached_towers(kind: str, model_dir: Path, cache_dir: Path) -> Path:
             shutil.rmtree(scratch, ignore_errors=True)
     logger.info("exported ONNX towers of %s to %s in %.1f s", model_dir, target, time.perf_counter() - started)
     return target
+
+
+def _quantize_once(towers_dir: Path) -> None:
+    """Dynamic int8 quantization of each tower's weights (activations are quantized per batch at run time).
+    Written under a temporary name and renamed, so a concurrent worker never reads half a file."""
+    for fp32 in sorted(towers_dir.glob("*.onnx")):
+        if fp32.name.endswith(INT8_SUFFIX) or (int8 := fp32.with_name(fp32.stem + INT8_SUFFIX)).is_file():
+            continue
+        started = time.perf_counter()
+        partial = int8.with_name(f".{int8.name}.{os.getpid()}.partial")
+        # The fused graphs hold ONNX Runtime's own ops, which shape inference cannot type: say their tensors are floats
+        quantize_dynamic(fp32, partial, op_types_to_quantize=QUANTIZED_OPS, weight_type=QuantType.QInt8,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        os.replace(partial, int8)
+        logger.info("quantized %s to int8 in %.1f s", fp32, time.perf_counter() - started)
 
 
 def _check_size(model_dir: Path) -> None:

@@ -59,6 +59,7 @@ class Encoder(Protocol):
     model_name: str  # the CLIP model: it names the vector space every encoder here writes into
     device: str
     backend_name: str
+    precision: str  # "fp32", "int8" or "fp16": vectors of another precision differ slightly from stored fp32 ones
     dimension: int
     text_routing: str  # "auto", "clip" or "multilingual": who reads a text when the caller does not say
 

@@ -26,6 +26,7 @@ def health() -> tuple[Response, int, dict[str, str]]:
         "model": state.model_name,
         "device": encoder.device if encoder else None,
         "backend": encoder.backend_name if encoder else None,
+        "precision": encoder.precision if encoder else None,
         "dimension": encoder.dimension if encoder else None,
         "text_routing": encoder.text_routing if encoder else state.settings.text_routing,
         "encoders": [asdict(info) for info in encoder.text_encoders()] if encoder else None,

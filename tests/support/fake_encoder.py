@@ -32,6 +32,7 @@ class FakeEncoder:
     model_name = "fake/clip"
     device = "cpu"
     backend_name = "fake"
+    precision = "fp32"
     dimension = DIMENSION
     max_text_chars = 100
     text_routing = "clip"
