@@ -69,15 +69,16 @@ class ClipEncoder:
         self.precision = settings.precision
         self.text_routing = settings.text_routing or CLIP
         limits = BatchLimits(settings.batch_size, settings.batch_wait_ms / 1000, settings.queue_size)
-        clip_model = _text_model(parts.tokenizer, backend, parts.config.projection_dim,
-                                 parts.config.text_config.max_position_embeddings)  # 77 positions for ViT-B/32
-        clip_text = TextPath(clip_model, LruCache(settings.text_cache_size), limits, name=CLIP,
-                             timeout_s=settings.request_timeout_s)
-        self.texts: dict[str, TextPath] = {CLIP: clip_text}
-        self._infos = [TextEncoderInfo(CLIP, parts.name, backend.name, clip_text.model.context_length, "clip", "en")]
-        self._chinese_only = False
+        self.texts: dict[str, TextPath] = {}
+        self._infos: list[TextEncoderInfo] = []
+        context_length = parts.config.text_config.max_position_embeddings  # 77 positions for ViT-B/32
+        self._add_text(_text_model(parts.tokenizer, backend, self.dimension, context_length), settings, limits,
+                       TextEncoderInfo(CLIP, parts.name, backend.name, context_length, "clip", "en"))
         if multilingual is not None:
-            self._add_multilingual(multilingual, settings, limits)
+            ml = multilingual.parts
+            self._add_text(_text_model(ml.tokenizer, multilingual.backend, ml.dimension, ml.context_length),
+                           settings, limits, TextEncoderInfo(MULTILINGUAL, ml.name, multilingual.backend.name,
+                                                             ml.context_length, ml.format, ml.languages))
         self.image = ImagePath(parts.image_processor, backend.encode_image, limits,
                                preprocess=settings.image_preprocess, max_pixels=settings.max_image_pixels,
                                timeout_s=settings.request_timeout_s)
@@ -152,14 +153,11 @@ class ClipEncoder:
     def text_cache_counts(self) -> Mapping[str, CacheCounts]:
         return {name: CacheCounts(path.cache.hits, path.cache.misses) for name, path in self.texts.items()}
 
-    def _add_multilingual(self, loaded: LoadedMultilingual, settings: Settings, limits: BatchLimits) -> None:
-        parts = loaded.parts
-        model = _text_model(parts.tokenizer, loaded.backend, parts.dimension, parts.context_length)
-        self.texts[MULTILINGUAL] = TextPath(model, LruCache(settings.text_cache_size), limits, name=MULTILINGUAL,
-                                            timeout_s=settings.request_timeout_s)
-        self._infos.append(TextEncoderInfo(MULTILINGUAL, parts.name, loaded.backend.name, parts.context_length,
-                                           parts.format, parts.languages))
-        self._chinese_only = parts.languages == "zh"
+    def _add_text(self, model: TextModel, settings: Settings, limits: BatchLimits, info: TextEncoderInfo) -> None:
+        """One more text encoder: the same text path, its own cache and batcher, described by `info`."""
+        self.texts[info.name] = TextPath(model, LruCache(settings.text_cache_size), limits, name=info.name,
+                                         timeout_s=settings.request_timeout_s)
+        self._infos.append(info)
 
     def _encoder_for(self, text: str, requested: str | None) -> str:
         if requested is not None:
@@ -168,7 +166,10 @@ class ClipEncoder:
                     f"encoder {requested!r} is not loaded; loaded: {', '.join(self.texts)}"
                     + ("" if MULTILINGUAL in self.texts else " (set CLIP_MULTILINGUAL_MODEL to load 'multilingual')"))
             return requested
-        return route(text, self.text_routing, self._chinese_only) if MULTILINGUAL in self.texts else CLIP
+        if MULTILINGUAL not in self.texts:
+            return CLIP
+        chinese_only = any(info.name == MULTILINGUAL and info.languages == "zh" for info in self._infos)
+        return route(text, self.text_routing, chinese_only)
 
     def _require_ready(self) -> None:
         if not self._ready:
