@@ -21,6 +21,7 @@ from clip_vectorize.inference.model_loading import resolve_model_source
 from clip_vectorize.inference.vectors import Encoder
 from clip_vectorize.web import encode, openai_api, probes
 from clip_vectorize.web.access_control import install_api_key, install_cors
+from clip_vectorize.web.busy_refusal import install_busy_refusal
 from clip_vectorize.web.http_errors import register_error_handlers
 from clip_vectorize.web.observability import install_request_tracking
 from clip_vectorize.web.state import ServiceState, service_state
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
     state = ServiceState(settings, resolve_model_source(settings), OPENAPI_DOCUMENT.read_bytes())
     state.install(app)
     install_request_tracking(app, state.metrics)
+    install_busy_refusal(app, exempt_blueprints=[probes.blueprint])
     install_api_key(app, settings.api_key, open_blueprints=[probes.blueprint])
     install_cors(app, settings.cors_origins)
     app.register_blueprint(probes.blueprint)

@@ -103,6 +103,12 @@ class Settings(EnvSettings):
     url_max_bytes: int = setting("CLIP_URL_MAX_BYTES", 20 * 1024 * 1024, "Most bytes fetched from one image URL",
                                  minimum=1)
     url_timeout_s: int = setting("CLIP_URL_TIMEOUT_S", 10, "Connect and read timeout for image URLs", minimum=1)
+    qdrant_url: str | None = setting("QDRANT_URL", None, "A Qdrant server or cluster (http://host:6333); unset: "
+                                     "the embedded store in QDRANT_PATH")
+    qdrant_api_key: str | None = setting("QDRANT_API_KEY", None, "API key of the Qdrant server", secret=True)
+    qdrant_path: str = setting("QDRANT_PATH", "./qdrant_data", "Folder of the embedded Qdrant store (qdrant-client "
+                               "local mode, one process at a time), when QDRANT_URL is unset")
+    qdrant_collection: str = setting("QDRANT_COLLECTION", "car_images", "The gallery's Qdrant collection")
 
     def __post_init__(self) -> None:
         super().__post_init__()

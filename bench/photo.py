@@ -1,4 +1,5 @@
-"""A photo-like 12-megapixel JPEG, generated once: what a phone upload costs to receive, decode and resize.
+"""Photo-like JPEGs, generated once: what a phone upload (12 MP) or a resized web photo (2 MP) costs to receive,
+decode and resize.
 
 A flat or random-noise image would mislead: flat images compress to almost nothing and decode unrealistically
 fast, pure noise compresses far worse than a photo. Smooth gradients, some blurred shapes, a fine grain like
@@ -13,14 +14,22 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 WIDTH, HEIGHT, QUALITY = 4000, 3000, 90
+PHOTOS = {"12mp": (WIDTH, HEIGHT), "2mp": (1632, 1224)}  # name -> size; the 2 MP one is the 12 MP one, resized
 
 
-def ensure_photo(path: Path) -> Path:
-    """The JPEG at `path`, generated (deterministically) if it is not there yet."""
+def photo_path(directory: Path, name: str) -> Path:
+    width, height = PHOTOS[name]
+    return directory / f"photo-{width}x{height}-q{QUALITY}.jpg"
+
+
+def ensure_photo(directory: Path, name: str) -> Path:
+    """The JPEG `name` in `directory`, generated (deterministically) if it is not there yet."""
+    path = photo_path(directory, name)
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = path.with_suffix(".partial")
-        make_photo(np.random.default_rng(0)).save(staging, "JPEG", quality=QUALITY)
+        make_photo(np.random.default_rng(0)).resize(PHOTOS[name], Image.LANCZOS).save(staging, "JPEG",
+                                                                                     quality=QUALITY)
         staging.rename(path)
     return path
 

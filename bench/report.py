@@ -8,6 +8,7 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
+from bench import overload
 from bench.multilingual import CLIP_ONLY, SECTION
 from bench.workload import SCENARIOS
 
@@ -41,6 +42,8 @@ def render(results: dict) -> str:
     lines = _comparison_lines(results) if results["scenarios"] else []
     if SECTION in results:
         lines += _multilingual_lines(results[SECTION])
+    if overload.SECTION in results:
+        lines += _overload_lines(results[overload.SECTION])
     machine = results["machine"]
     lines.append(f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['ram_gib']} GiB RAM; "
                  + ", ".join(f"{k} {v}" for k, v in machine.items() if k not in ("cpu", "cores", "ram_gib")))
@@ -54,7 +57,12 @@ def _comparison_lines(results: dict) -> list[str]:
     """Naive vs ours: scenario table, problems, load generator CPU, peak RSS, start-up, towers without HTTP."""
     naive, ours = results.get("naive", {}), results.get("ours", {})
     lines = [_scenario_table(results["scenarios"], naive.get("scenarios", {}), ours.get("scenarios", {}))]
-    lines += _problems({name: results.get(name, {}) for name in ("naive", "ours", "restart", "tower")})
+    others = [p for p in results.get("precisions", ["fp32"]) if p != "fp32"]
+    if others:
+        lines += ["", "by precision (ours; ratios against the naive service in the same run):",
+                  _precision_table(results)]
+    servers = ["naive", "ours", *(f"ours-{p}" for p in others), "restart", "tower", *(f"tower-{p}" for p in others)]
+    lines += _problems({name: results.get(name, {}) for name in servers})
     lines.append(_client_cpu(naive, ours))
     lines.append("")
     for name, server in (("naive", naive), ("ours", ours)):
@@ -66,7 +74,32 @@ def _comparison_lines(results: dict) -> list[str]:
     lines.append(f"start to /health 200: naive {_num(naive.get('start_to_ready_s'), 1)} s, "
                  f"ours first start {_num(ours.get('start_to_ready_s'), 1)} s, "
                  f"ours restart {_num(results.get('restart', {}).get('restart_to_ready_s'), 1)} s")
-    return lines + _tower_lines(results.get("tower", {})) + [""]
+    lines += _tower_lines(results.get("tower", {}))
+    for precision in others:
+        lines += [f"{precision}: {line}" for line in _tower_lines(results.get(f"tower-{precision}", {}))]
+    return [*lines, ""]
+
+
+def _precision_table(results: dict) -> str:
+    """Per scenario and precision: items/s and p50 against naive's; then worker peak RSS per precision."""
+    naive = results.get("naive", {}).get("scenarios", {})
+    precisions = results.get("precisions", ["fp32"])
+    rows = [("scenario", *(f"{p} /s (x naive), p50 ms (x naive)" for p in precisions))]
+    for name in results["scenarios"]:
+        cells = []
+        for precision in precisions:
+            figures = results.get(_ours(precision), {}).get("scenarios", {}).get(name, {})
+            rate, p50, base = figures.get("items_per_s"), figures.get("p50_ms"), naive.get(name, {})
+            cells.append(f"{_num(rate, 1)} ({_ratio(rate, base.get('items_per_s'))}), "
+                         f"{_num(p50, 0)} ({_ratio(p50, base.get('p50_ms'))})")
+        rows.append((name, *cells))
+    rows.append(("worker peak RSS MiB", *(_num(results.get(_ours(p), {}).get("peak_rss", {}).get("workers_sum_mib"), 0)
+                                          for p in precisions)))
+    return _table(rows, left=1)
+
+
+def _ours(precision: str) -> str:
+    return "ours" if precision == "fp32" else f"ours-{precision}"
 
 
 def _multilingual_lines(section: dict) -> list[str]:
@@ -101,16 +134,17 @@ def _latency_table(section: dict) -> str:
 def _memory_table(section: dict) -> str:
     """One row per service: start-up, worker RSS (ready / after load / peak) and what it adds to CLIP only."""
     fields = ("ready_rss", "steady_rss", "peak_rss")
-    base = section.get(CLIP_ONLY, {})
     rows = [("service", "first start s", "restart s", "worker RSS MiB ready / after load / peak",
              "added MiB ready / after load / peak")]
     for tag, part in section.items():
+        precision = part.get("precision", "fp32")
+        base = section.get(CLIP_ONLY if precision == "fp32" else f"{CLIP_ONLY}-{precision}", {})
         sizes = [part.get(name, {}).get("workers_sum_mib") for name in fields]
         added = [_difference(size, base.get(name, {}).get("workers_sum_mib")) for size, name in zip(sizes, fields)]
         rows.append((tag, _num(part.get("start_to_ready_s"), 1),
                      _num(part.get("restart", {}).get("restart_to_ready_s"), 1),
                      " / ".join(_num(size, 0) for size in sizes),
-                     "-" if tag == CLIP_ONLY else " / ".join(_num(mib, 0, signed=True) for mib in added)))
+                     "-" if tag.startswith(CLIP_ONLY) else " / ".join(_num(mib, 0, signed=True) for mib in added)))
     return _table(rows, left=1)
 
 
@@ -132,6 +166,27 @@ def _table(rows: list[tuple[str, ...]], left: int) -> str:
     return "\n".join("  ".join(cell.ljust(w) if i < left else cell.rjust(w)
                                for i, (cell, w) in enumerate(zip(row, widths)))
                      for row in rows)
+
+
+def _overload_lines(section: dict) -> list[str]:
+    """Stock gthread beside ours at twice the capacity: what was answered, how fast the 503s came."""
+    rows = [("worker", "offered req/s", "200 req/s", "200 p50/p99 ms", "503s", "503 p50/p99 ms",
+             "503 p99 from send ms", "client lag max ms", "hung/reset", "load test")]
+    for worker, figures in section.items():
+        if figures.get("error"):
+            rows.append((worker, "!! " + figures["error"], *[""] * 8))
+            continue
+        ok, refused = figures["latency_ms_200"], figures["latency_ms_503"]
+        rows.append((worker, _num(figures["offered_rps"], 1), _num(figures["ok_200_rps"], 1),
+                     f"{_num(ok['p50'], 0)} / {_num(ok['p99'], 0)}", str(figures["refused_503"]),
+                     f"{_num(refused['p50'], 0)} / {_num(refused['p99'], 0)}",
+                     _num(figures.get("latency_ms_503_from_send", {}).get("p99"), 0),
+                     _num(figures["schedule_lag_ms_max"], 0), f"{figures['client_timeouts']} / {figures['resets']}",
+                     "passed" if figures.get("test_passed") else "FAILED"))
+    return ["overload: twice the measured capacity, texts with 1 image upload in 10, open loop "
+            "(tests/e2e/test_load.py on this model, service defaults, text cache off); latency from each request's "
+            "scheduled start, and from its actual send (less the client's own lag on the shared cores)",
+            _table(rows, left=1), ""]
 
 
 def _problems(parts: dict[str, dict]) -> list[str]:
@@ -162,8 +217,10 @@ def _client_cpu(naive: dict, ours: dict) -> str:
 
 def _tower_lines(tower: dict) -> list[str]:
     if "image_images_per_s" not in tower:
-        return []
-    lines = [f"towers, no HTTP ({tower['backend']} backend, loaded in {tower['load_s']:.1f} s): "
+        return [f"!! towers: {tower['error'].splitlines()[-1]}"] if tower.get("error") else []
+    parity = " ".join(f"{name.split('_')[0]} cosine to fp32 >= {tower[name]:.5f};" for name in
+                      ("image_min_cosine_to_fp32", "text_min_cosine_to_fp32") if name in tower)
+    lines = [f"towers, no HTTP ({tower['backend']} backend, loaded in {tower['load_s']:.1f} s): {parity} "
              f"image batch {tower['image_batch']} {tower['image_images_per_s']:.1f} images/s "
              f"({tower['image_batch_ms']} ms per batch); text batch 1 x {tower['text_tokens']} tokens "
              f"p50 {tower['text_batch1_p50_ms']:.1f} ms (min {tower['text_batch1_min_ms']:.1f})"]
@@ -189,3 +246,96 @@ def _difference(value: float | None, base: float | None) -> float | None:
 
 def _num(value: float | None, digits: int, signed: bool = False) -> str:
     return "-" if value is None else f"{value:{'+' if signed else ''}.{digits}f}"
+
+
+# ---------------------------------------------------------------- the README's tables, from a results file
+
+SCENARIO_NAMES = {"text-1": "text, 1 client", "text-16": "text, 16 clients",
+                  "texts-batch": "`/encode-texts`, 32 per call, 2 clients",
+                  "jpeg-12mp-4": "12 MP JPEG upload, 4 clients", "jpeg-2mp-4": "2 MP JPEG upload, 4 clients"}
+
+
+def markdown(results: dict) -> str:
+    """The README's performance tables: `python -m bench.report bench/results/bench-<time>.json`."""
+    parts = [_markdown_comparison(results)] if results.get("scenarios") else []
+    if SECTION in results and not results[SECTION].get("error"):
+        parts.append(_markdown_multilingual(results[SECTION]))
+    if overload.SECTION in results:
+        parts.append(_markdown_overload(results[overload.SECTION]))
+    return "\n\n".join(parts)
+
+
+def _markdown_comparison(results: dict) -> str:
+    """Naive beside ours at each precision that started: throughput (x naive) and p50 (x naive's p50)."""
+    naive = results.get("naive", {}).get("scenarios", {})
+    ran = [p for p in results.get("precisions", ["fp32"]) if results.get(_ours(p), {}).get("scenarios")]
+    rows = [["scenario", "naive", *(f"ours `{p}`" for p in ran)], ["---"] * (2 + len(ran))]
+    for name in results["scenarios"]:
+        base = naive.get(name, {})
+        cells = [f"{_num(base.get('items_per_s'), 1)}/s, p50 {_num(base.get('p50_ms'), 0)} ms"]
+        for precision in ran:
+            own = results[_ours(precision)]["scenarios"].get(name, {})
+            rate, p50 = own.get("items_per_s"), own.get("p50_ms")
+            cells.append(f"{_num(rate, 1)}/s (**{_ratio(rate, base.get('items_per_s'))}**), "
+                         f"p50 {_num(p50, 0)} ms ({_ratio(p50, base.get('p50_ms'))})")
+        rows.append([SCENARIO_NAMES.get(name, name), *cells])
+    rows.append(["worker peak RSS", *(f"{_num(results.get(s, {}).get('peak_rss', {}).get('workers_sum_mib'), 0)} MiB"
+                                      for s in ["naive", *map(_ours, ran)])])
+    rows.append(["start to ready", f"{_num(results.get('naive', {}).get('start_to_ready_s'), 1)} s",
+                 *(f"{_num(results[_ours(p)].get('start_to_ready_s'), 1)} s" for p in ran)])
+    lines = _markdown_table(rows)
+    for precision in results.get("precisions", ["fp32"]):
+        tower = results.get(f"tower-{precision}" if precision != "fp32" else "tower", {})
+        if "image_images_per_s" in tower:
+            parity = ", ".join(f"{name.split('_')[0]} cosine to fp32 ≥ {tower[name]:.5f}"
+                               for name in ("image_min_cosine_to_fp32", "text_min_cosine_to_fp32") if name in tower)
+            lines += (f"\n\nTowers alone at `{precision}`: image batch 32 {tower['image_images_per_s']:.1f} "
+                      f"images/s, text 1 × {tower['text_tokens']} tokens {tower['text_batch1_p50_ms']:.1f} ms"
+                      + (f" ({parity})" if parity else "") + ".")
+        elif tower.get("error"):
+            lines += f"\n\n`{precision}`: {tower['error'].strip().splitlines()[-1].split(': ', 1)[-1]}"
+    return lines
+
+
+def _markdown_multilingual(section: dict) -> str:
+    rows = [["service", "precision", "English p50 1 / 16 clients", "Chinese p50 1 / 16 clients",
+             "Chinese texts/s at 16", "worker peak RSS"], ["---"] * 6]
+    for tag, part in section.items():
+        scenarios = part.get("scenarios", {})
+        if not scenarios:
+            continue
+        rows.append([tag.removesuffix(f"-{part.get('precision')}"), part.get("precision", "fp32"),
+                     _p50_pair(scenarios, "en"), _p50_pair(scenarios, "zh"),
+                     _num(scenarios.get("zh-16", {}).get("items_per_s"), 1),
+                     f"{_num(part.get('peak_rss', {}).get('workers_sum_mib'), 0)} MiB"])
+    return _markdown_table(rows)
+
+
+def _p50_pair(scenarios: dict, language: str) -> str:
+    one, many = scenarios.get(f"{language}-1", {}), scenarios.get(f"{language}-16", {})
+    return f"{_num(one.get('p50_ms'), 0)} / {_num(many.get('p50_ms'), 0)} ms" if one or many else "-"
+
+
+def _markdown_overload(section: dict) -> str:
+    rows = [["gunicorn worker", "offered", "200s", "200 p50 / p99", "503s", "503 p50 / p99",
+             "503 p99 from send", "hung, reset"], ["---"] * 8]
+    for worker, figures in section.items():
+        if figures.get("error"):
+            continue
+        ok, refused = figures["latency_ms_200"], figures["latency_ms_503"]
+        rows.append([worker, f"{figures['offered_rps']} req/s", f"{figures['ok_200_rps']} req/s",
+                     f"{_num(ok['p50'], 0)} / {_num(ok['p99'], 0)} ms", str(figures["refused_503"]),
+                     f"{_num(refused['p50'], 0)} / {_num(refused['p99'], 0)} ms",
+                     f"{_num(figures.get('latency_ms_503_from_send', {}).get('p99'), 0)} ms",
+                     f"{figures['client_timeouts']}, {figures['resets']}"])
+    return _markdown_table(rows)
+
+
+def _markdown_table(rows: list[list[str]]) -> str:
+    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(markdown(json.loads(Path(sys.argv[1]).read_text())))

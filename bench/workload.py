@@ -24,6 +24,7 @@ class Scenario:
     texts_per_request: int = 1
     query_slice: int = 0  # which disjoint slice of the query pool (so no scenario re-sends another's texts)
     language: str | None = None  # None: the whole pool; "en": queries without Han characters; "zh": with them
+    photo: str = ""  # image scenarios: which photo they upload, a key of bench.photo.PHOTOS
 
     @property
     def items_per_request(self) -> int:
@@ -36,7 +37,8 @@ SCENARIOS = {
         Scenario("text-1", "/encode-text", 1, "text", "texts", query_slice=0),
         Scenario("text-16", "/encode-text", 16, "text", "texts", query_slice=1),
         Scenario("texts-batch", "/encode-texts", 2, "texts", "texts", texts_per_request=32, query_slice=2),
-        Scenario("jpeg-12mp-4", "/encode-image", 4, "image", "images"),
+        Scenario("jpeg-12mp-4", "/encode-image", 4, "image", "images", photo="12mp"),
+        Scenario("jpeg-2mp-4", "/encode-image", 4, "image", "images", photo="2mp"),
         # Our service with a multilingual tower: English (routed to CLIP) beside Chinese (routed to the tower).
         Scenario("en-1", "/encode-text", 1, "text", "texts", query_slice=0, language="en"),
         Scenario("en-16", "/encode-text", 16, "text", "texts", query_slice=1, language="en"),

@@ -35,3 +35,15 @@ class UrlRefusedError(InvalidImageError):
 
 class UrlFetchError(InvalidImageError):
     """An allowed image URL that could not be fetched: timeout, HTTP error, too large, too many redirects."""
+
+
+class GalleryError(Exception):
+    """The gallery cannot be indexed or searched as asked; the message says what to do."""
+
+
+class SourceError(GalleryError):
+    """The folder or manifest to index cannot be read: missing, or a manifest without the columns it needs."""
+
+
+class StoreError(GalleryError):
+    """The Qdrant store cannot be used: locked by another process, unreachable, or holding other vectors."""

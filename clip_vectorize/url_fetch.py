@@ -27,9 +27,13 @@ import ssl
 import time
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import TYPE_CHECKING
 from urllib.parse import SplitResult, quote, urljoin, urlsplit
 
 from clip_vectorize.errors import UrlFetchError, UrlRefusedError
+
+if TYPE_CHECKING:
+    from config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +63,12 @@ class UrlPolicy:
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 10.0  # per socket read; the whole fetch also has total_timeout_s
     max_redirects: int = 3
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> UrlPolicy:
+        """The policy CLIP_URL_* set: the service's image URLs and the indexer's URL manifests follow the same."""
+        return cls(frozenset(host.lower() for host in settings.url_allowed_hosts), settings.url_max_bytes,
+                   connect_timeout_s=settings.url_timeout_s, read_timeout_s=settings.url_timeout_s)
 
     @property
     def total_timeout_s(self) -> float:

@@ -45,10 +45,11 @@ workers = _server.workers
 # Threads let one worker hold many requests at once, so concurrent requests can share one batched forward
 # pass (a request thread mostly waits for the batcher), and /health answers while an image is being encoded;
 # JSON parsing and image decoding overlap with the forward pass (the runtimes release the GIL).
-# Overload control (CLIP_QUEUE_SIZE, CLIP_REQUEST_TIMEOUT_S) sees only requests that hold a thread: one
-# parked in gunicorn's own connection queue waits without bound. So there are more threads than the model's
-# queue plus a batch in flight (64 + 32 + 32 = 128 by default).
-worker_class = "gthread"
+# Overload control (CLIP_QUEUE_SIZE, CLIP_REQUEST_TIMEOUT_S) sees only requests that hold a thread. With
+# stock gthread a request arriving when every thread is busy waits in the pool's unbounded queue (seconds, under
+# overload); QuickRefusalWorker is gthread that answers it at once with a 503 instead (probes still answered).
+# There are more threads than the model's queue plus a batch in flight (64 + 32 + 32 = 128 by default).
+worker_class = "clip_vectorize.web.busy_refusal.QuickRefusalWorker"
 threads = _server.threads or _default_threads()
 
 # A worker loads and warms up the model before answering; on a slow CPU that takes 1-2 minutes, and gunicorn

@@ -17,6 +17,7 @@ PACKAGE = "clip_vectorize"
 TOP_LEVEL_MODULES = ["clip_vectorize_service", "clip_encoder", "config"]
 RUNTIMES = {"torch", "onnxruntime", "onnx", "transformers"}
 WEB_FRAMEWORKS = {"flask", "werkzeug"}
+VECTOR_STORE = {"qdrant_client"}
 
 
 def module_path(module: str) -> Path:
@@ -72,7 +73,7 @@ def area(name: str) -> list[str]:
 
 
 def test_the_package_has_the_areas_the_readme_describes():
-    assert area("inference") and area("web")
+    assert area("inference") and area("web") and area("gallery")
 
 
 @pytest.mark.parametrize("module", area("web"))
@@ -81,9 +82,21 @@ def test_the_web_area_reaches_no_model_runtime(module):
 
 
 @pytest.mark.parametrize("module", area("inference"))
-def test_the_inference_area_reaches_no_web_framework(module):
-    assert not reachable_imports(module) & (WEB_FRAMEWORKS | {f"{PACKAGE}.web"}), module
+def test_the_inference_area_reaches_no_web_framework_and_no_vector_store(module):
+    assert not reachable_imports(module) & (WEB_FRAMEWORKS | VECTOR_STORE), module
+    assert not any(name.startswith((f"{PACKAGE}.web", f"{PACKAGE}.gallery")) for name in reachable_imports(module))
+
+
+@pytest.mark.parametrize("module", area("gallery"))
+def test_the_gallery_area_reaches_no_web_framework(module):
+    assert not reachable_imports(module) & WEB_FRAMEWORKS, module
     assert not any(name.startswith(f"{PACKAGE}.web") for name in reachable_imports(module)), module
+
+
+def test_ray_is_imported_by_the_ray_engine_alone():
+    importers = [module for module in all_modules() if any(name.split(".")[0] == "ray" for name in
+                                                           direct_imports(module))]
+    assert importers == [f"{PACKAGE}.gallery.ray_engine"]
 
 
 def test_config_imports_nothing_of_the_project():
@@ -92,7 +105,7 @@ def test_config_imports_nothing_of_the_project():
 
 def test_only_entry_points_import_the_concrete_encoder():
     importers = [module for module in all_modules() if "clip_encoder" in direct_imports(module)]
-    assert importers == ["clip_vectorize_service"]
+    assert importers == [f"{PACKAGE}.gallery.__main__", "clip_vectorize_service"]
 
 
 def test_the_rules_would_catch_a_forbidden_import():

@@ -25,9 +25,7 @@ class ServiceState:
     url_policy: UrlPolicy = field(init=False)
 
     def __post_init__(self) -> None:
-        self.url_policy = UrlPolicy(frozenset(host.lower() for host in self.settings.url_allowed_hosts),
-                                    self.settings.url_max_bytes, connect_timeout_s=self.settings.url_timeout_s,
-                                    read_timeout_s=self.settings.url_timeout_s)
+        self.url_policy = UrlPolicy.from_settings(self.settings)
 
     def attach(self, encoder: Encoder) -> None:
         """Serve with this encoder from now on; its batchers start feeding the metrics."""

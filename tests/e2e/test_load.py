@@ -3,8 +3,16 @@
 Every request must end as a 200 with the right vector for its (known) input, or as a quick 503; none may
 hang, be reset, or get another input's vector, and the service must answer normally afterwards.
 
+Texts with one image upload in ten, and fewer request threads than the text queue holds: with the full-size
+model both towers' queues plus their batches outnumber the default threads, and this makes the tiny model
+meet the same limit. A request then arrives when every thread is busy; stock gthread parked it in its pool's
+queue for seconds before the 503 (`GUNICORN_CMD_ARGS="--worker-class gthread"` shows it), ours refuses it
+at once.
+
 CLIP_LOAD_TEST_SECONDS sets the length of the overload phase (default 60). CLIP_LOAD_TEST_REPORT, when set,
-is a path the figures are written to as JSON. `pytest -s tests/e2e/test_load.py` prints them as one line.
+is a path the figures are written to as JSON. CLIP_LOAD_TEST_MODEL runs it on another model with the service's
+defaults (text cache off): `bench/overload.py` uses it on the full-size model. `pytest -s tests/e2e/test_load.py`
+prints the figures as one line.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,10 +46,13 @@ CAPACITY_CLIENTS = 8
 OVERLOAD_FACTOR = 2.0
 CLIENT_TIMEOUT_S = 20.0  # a request still unanswered after this counts as hung
 IMAGE_EVERY = 10  # one request in ten is an image upload
-# Every request really uses the model (no text cache); a small queue so overload shows as 503s;
-# one inference thread leaves a core to gunicorn and to this test's clients.
-SERVICE_ENV = {"CLIP_TEXT_CACHE_SIZE": "0", "CLIP_QUEUE_SIZE": "64", "CLIP_REQUEST_TIMEOUT_S": "10",
-               "CLIP_INFERENCE_THREADS": "1"}
+# Every request really uses the model (no text cache); a small queue so overload shows as 503s; fewer threads
+# than the queue holds, so requests also arrive with every thread busy; one inference thread leaves a core to
+# gunicorn and to this test's clients.
+SERVICE_ENV = {"CLIP_TEXT_CACHE_SIZE": "0", "CLIP_QUEUE_SIZE": "64", "CLIP_THREADS": "48",
+               "CLIP_REQUEST_TIMEOUT_S": "10", "CLIP_INFERENCE_THREADS": "1"}
+OTHER_MODEL = os.environ.get("CLIP_LOAD_TEST_MODEL")  # with it, the service runs with its defaults
+QUICK_503_P99_S = 1.0  # the benchmark measures the full-size model against 250 ms; this bounds a shared CI box
 TEXTS = ["红色的宝马SUV", "white sedan", "a red car", "blue truck on a highway at night", "cat",
          "a photo of a dog sitting on a sofa next to a window", "黑色奔驰轿车",
          "vintage convertible, 1965, cherry red, chrome bumpers", "electric hatchback", "SUV",
@@ -127,7 +139,8 @@ class Workload:
         except ValueError:
             return Outcome("other", latency, lag, f"{status} not JSON: {raw[:80]!r}")
         if status == 503 and payload.get("code") in ("overloaded", "deadline_exceeded"):
-            return Outcome("503", latency, lag, payload["code"])
+            busy = " (every thread busy)" if "thread is busy" in payload.get("error", "") else ""
+            return Outcome("503", latency, lag, payload["code"] + busy)
         if status != 200:
             return Outcome("other", latency, lag, f"{status} {payload}")
         reference = self.references[key]
@@ -211,9 +224,11 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
 
 def test_twice_the_capacity_gets_correct_vectors_or_quick_503s_and_nothing_hangs(small_model_dir, tmp_path):
     began = time.monotonic()
-    service = start_service(small_model_dir, tmp_path, **SERVICE_ENV)
+    model_dir, service_env = ((Path(OTHER_MODEL), {"CLIP_TEXT_CACHE_SIZE": "0"}) if OTHER_MODEL
+                              else (small_model_dir, SERVICE_ENV))
+    service = start_service(model_dir, tmp_path, **service_env)
     try:
-        health = wait_until_healthy(service)
+        wait_until_healthy(service)
         worker = wait_for_one_worker(service.pid)
         workload = Workload(service.port)
         assert workload.distinct() < SAME_VECTOR, "known inputs too alike to catch a mixed-up vector"
@@ -250,14 +265,19 @@ def test_twice_the_capacity_gets_correct_vectors_or_quick_503s_and_nothing_hangs
             "latency_measured_from": "each request's scheduled start (so time spent waiting to be sent counts too)",
             "latency_ms_200": percentiles([o.latency for o in by_kind.get("ok", [])]),
             "latency_ms_503": percentiles([o.latency for o in by_kind.get("503", [])]),
+            "latency_ms_503_by_code": {code: percentiles([o.latency for o in by_kind.get("503", [])
+                                                          if o.detail == code]) for code in codes_503},
+            # The client shares the cores: this leaves out how late it was in sending (its own schedule lag).
+            "latency_ms_503_from_send": percentiles([o.latency - o.lag for o in by_kind.get("503", [])]),
             "latency_ms_max_any": round(max(o.latency for o in outcomes) * 1000, 1),
             "schedule_lag_ms_max": round(max(o.lag for o in outcomes) * 1000, 1),
             "load_phase_wall_s": round(load_wall, 1),
-            "setup": {"model": f"build_small_clip (text 512x8, vision 384x6, dimension {health['dimension']})",
+            "setup": {"model": OTHER_MODEL or "build_small_clip (text 512x8, vision 384x6)",
                       "mix": f"{len(TEXTS)} texts, 1 in {IMAGE_EVERY} requests an image upload",
                       "client_timeout_s": CLIENT_TIMEOUT_S, "cpu_count": os.cpu_count(),
-                      "service_env": {"BATCH_SIZE": "32 (default)", "CLIP_THREADS": "128 (default)",
-                                      "CLIP_WORKERS": "1 (default)"} | SERVICE_ENV},
+                      "service_env": {"BATCH_SIZE": "32 (default)", "CLIP_WORKERS": "1 (default)"} | service_env
+                      | ({"GUNICORN_CMD_ARGS": os.environ["GUNICORN_CMD_ARGS"]}
+                         if os.environ.get("GUNICORN_CMD_ARGS") else {})},
         }
         print("\nload test: " + ", ".join([
             f"{LOAD_SECONDS:g} s at {rate:.1f} req/s offered ({OVERLOAD_FACTOR:g}x the measured {capacity:.1f} req/s)",
@@ -280,7 +300,7 @@ def test_twice_the_capacity_gets_correct_vectors_or_quick_503s_and_nothing_hangs
         assert count["503"] > 0, (f"nothing was refused at {OVERLOAD_FACTOR:g}x capacity: requests queued instead "
                              f"(200 latency {report['latency_ms_200']} ms): {report}")
         assert count["ok"] > 0, report
-        assert report["latency_ms_503"]["p95"] < CLIENT_TIMEOUT_S * 1000 / 4, f"503s are not quick: {report}"
+        assert report["latency_ms_503"]["p99"] < QUICK_503_P99_S * 1000, f"503s are not quick: {report}"
 
         # Afterwards: healthy, same worker (none was killed or restarted), right vectors.
         status, _, body = request(service.port, "GET", "/health")

@@ -7,8 +7,10 @@ milliseconds, so requests really queue; BATCH_SIZE=1 makes each text or image it
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import threading
@@ -21,6 +23,7 @@ import pytest
 from support.assertions import cosine
 from support.images import encode_image_bytes, photo_like
 from support.service_process import (
+    HOST,
     MODEL_LOADED_LINE,
     post_images,
     post_json,
@@ -228,3 +231,35 @@ def test_a_request_the_model_cannot_reach_within_the_deadline_gets_503_and_leave
     assert status == 200, body
     assert seconds < 1.0, f"the next request took {seconds:.2f} s: withdrawn images still used the model"
     assert request(service.port, "GET", "/health")[0] == 200
+
+
+@pytest.mark.timeout(120)
+def test_with_every_request_thread_busy_a_request_is_refused_at_once_and_health_still_answers(service_factory):
+    service = service_factory(CLIP_THREADS="2")
+    body = json.dumps({"text": TEXTS[0]}).encode()
+    head = (f"POST /encode-text HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    holders = []
+    for _ in range(2):  # each thread waits for the rest of a body that has not come yet
+        holder = socket.create_connection((HOST, service.port), timeout=30)
+        holder.sendall(head + body[:3])
+        holders.append(holder)
+    time.sleep(0.5)  # both requests reach a thread
+
+    seconds, (status, headers, refused) = timed(post_json, service.port, "/encode-text", {"text": TEXTS[1]}, 10)
+    assert status == 503, refused
+    assert refused["code"] == "overloaded" and "thread" in refused["error"], refused
+    assert int(headers["retry-after"]) >= 1 and headers.get("x-request-id"), headers
+    assert seconds < 1.0, f"the refusal took {seconds:.2f} s: it waited for a thread"
+    status, _, health = request(service.port, "GET", "/health")
+    assert status == 200 and health["clip_loaded"] is True, health
+
+    for holder in holders:  # the held requests complete normally once their bodies arrive
+        holder.sendall(body[3:])
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            reply += holder.recv(65536)
+        assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+        holder.close()
+    status, _, _ = post_json(service.port, "/encode-text", {"text": TEXTS[1]})
+    assert status == 200

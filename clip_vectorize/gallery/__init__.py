@@ -1,0 +1,1 @@
+"""The gallery: images from a folder or a manifest, their vectors in a Qdrant collection. No Flask."""

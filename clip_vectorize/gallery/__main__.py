@@ -1,0 +1,119 @@
+"""`python -m clip_vectorize.gallery index SOURCE`: index a folder or a manifest into the gallery's Qdrant collection.
+
+The entry point: it reads the settings (the service's CLIP_* and QDRANT_* variables), opens the store, and hands
+the indexer a loader that builds the service's own encoder only when something needs encoding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from clip_vectorize.errors import GalleryError, ModelLoadError
+from clip_vectorize.gallery.console import BarProgress, LogProgress, render_summary, write_skipped
+from clip_vectorize.gallery.indexer import Engine, ImageEncoder, IndexOptions, LocalEngine, Summary, index, model_id
+from clip_vectorize.gallery.sources import list_source
+from clip_vectorize.gallery.store import GalleryStore, StoreConfig
+from clip_vectorize.url_fetch import UrlPolicy
+from config import Settings
+
+logger = logging.getLogger("clip_vectorize.gallery")
+
+CANNOT_RUN, INTERRUPTED = 1, 130
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m clip_vectorize.gallery", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("index", help="index a folder (recursively) or a CSV / JSONL manifest")
+    run.add_argument("source", help="a folder of images, or a manifest with image_id, path or url, extra columns")
+    run.add_argument("--engine", choices=("local", "ray"), default="local",
+                     help="local: in this process (default); ray: a Ray Data actor pool (RAY_ADDRESS or a local Ray)")
+    run.add_argument("--prune", action="store_true", help="delete this source's points whose image is gone")
+    run.add_argument("--recreate", action="store_true", help="drop the collection first and index everything again")
+    run.add_argument("--quiet", action="store_true", help="log lines instead of a progress bar")
+    run.add_argument("--batch", type=int, default=64, help="points per upsert (default 64)")
+    run.add_argument("--skipped-file", type=Path, default=Path("skipped-images.tsv"),
+                     help="where the list of skipped images goes (default ./skipped-images.tsv)")
+    run.add_argument("--ray-actors", type=int, default=1, help="--engine ray: encoder actors (default 1)")
+    run.add_argument("--ray-gpus", type=float, default=0, help="--engine ray: GPUs per actor (default 0)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops like Ctrl-C: the points written so far stay
+    try:
+        settings = Settings.from_env()
+        summary = run_index(args, settings)
+    except (GalleryError, ModelLoadError, ValueError) as exc:
+        logger.error("cannot index: %s", exc)
+        return CANNOT_RUN
+    except KeyboardInterrupt:
+        logger.warning("interrupted: the points written so far are kept; run the same command to continue")
+        return INTERRUPTED
+    skipped_file = write_skipped(summary, args.skipped_file)
+    print(render_summary(summary, skipped_file), file=sys.stderr)
+    return 0
+
+
+def run_index(args: argparse.Namespace, settings: Settings) -> Summary:
+    listing = list_source(args.source)
+    config = StoreConfig(settings.qdrant_collection, settings.qdrant_url, settings.qdrant_api_key,
+                         settings.qdrant_path)
+    options = IndexOptions(model=model_id(_model_name(settings)), upsert_batch=args.batch, prune=args.prune)
+    engine = _engine(args, settings, config)
+    store = GalleryStore(config)
+    try:
+        if args.recreate:
+            store.recreate()
+        progress = LogProgress() if args.quiet or not sys.stderr.isatty() else BarProgress()
+        return index(listing, store, options, engine, progress)
+    finally:
+        store.close()
+
+
+def _engine(args: argparse.Namespace, settings: Settings, config: StoreConfig) -> Engine:
+    """The local engine, or Ray's (imported on this path only: Ray is optional)."""
+    # Enough threads to decode the next batch while the model runs this one, never more than its queue holds.
+    threads = max(1, min(2 * settings.batch_size, settings.queue_size))
+    load_encoder = functools.partial(load_clip_encoder, settings)
+    policy = UrlPolicy.from_settings(settings)
+    if args.engine == "local":
+        return LocalEngine(load_encoder, policy, threads)
+    from clip_vectorize.gallery import ray_engine
+
+    ray_engine.check_target(config)
+    return ray_engine.RayEngine(load_encoder, policy, threads, actors=args.ray_actors, gpus=args.ray_gpus)
+
+
+def load_clip_encoder(settings: Settings) -> ImageEncoder:
+    """The service's encoder with the service's settings; imported here, so a run with nothing to do loads no
+    torch. Ray pickles this function into each actor."""
+    from clip_encoder import ClipEncoder
+
+    began = time.monotonic()
+    logger.info("loading the model (%s)", _model_name(settings))
+    encoder = ClipEncoder.load(settings)
+    logger.info("model loaded in %.1f s", time.monotonic() - began)
+    return encoder
+
+
+def _model_name(settings: Settings) -> str:
+    from clip_vectorize.inference.model_loading import resolve_model_source
+
+    return resolve_model_source(settings)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    sys.exit(main())

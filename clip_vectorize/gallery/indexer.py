@@ -1,0 +1,332 @@
+"""Index a listing into the store: plan what changed, read and encode only that, upsert, optionally prune.
+
+The indexer is handed its encoder (lazily: `load_encoder` runs only when something needs encoding, so a rerun
+with nothing to do never loads a model) and its store, so tests run it with a tiny model or a fake encoder and
+an embedded Qdrant. Reading and decoding run on worker threads: each thread hands its decoded image to the
+encoder's micro-batcher, which fills batches from all of them, so the model does not wait for JPEG decoding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from qdrant_client import models
+
+from clip_vectorize.errors import InvalidImageError, StoreError, UrlFetchError, UrlRefusedError
+from clip_vectorize.gallery.sources import Item, Listing, Skipped
+from clip_vectorize.gallery.store import (
+    CONTENT_HASH,
+    FILE_MTIME,
+    FILE_SIZE,
+    MODEL,
+    SOURCE,
+    GalleryStore,
+    IndexedPoint,
+    PointId,
+)
+from clip_vectorize.inference.vectors import ImageInput, ImageResult
+from clip_vectorize.url_fetch import UrlPolicy, fetch_image_bytes
+
+HASH_BYTES = 16  # 128 bits of BLAKE2b: a content identity, not a security boundary
+
+
+class ImageEncoder(Protocol):
+    """What the indexer needs of an encoder (ClipEncoder is one)."""
+
+    def encode_images(self, images: Sequence[ImageInput]) -> list[ImageResult]: ...
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    model: str  # the model id every point records (see `model_id`)
+    upsert_batch: int = 64  # points per upsert; an interrupted run loses at most this many encoded images
+    prune: bool = False  # delete this source's points whose image is gone from it
+
+
+@dataclass
+class Summary:
+    source: str
+    listed: int = 0
+    indexed: int = 0  # encoded and written
+    reused: int = 0  # written with the vector of an identical image already indexed (renamed, touched, duplicate)
+    unchanged: int = 0
+    deleted: int = 0
+    skipped: list[Skipped] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    encode_s: float = 0.0  # from the first item read to the last point written
+
+    @property
+    def images_per_s(self) -> float:
+        return self.indexed / self.encode_s if self.encode_s else 0.0
+
+    def reasons(self) -> Counter[str]:
+        return Counter(skip.reason for skip in self.skipped)
+
+
+@dataclass
+class Plan:
+    """The listing against the store: what must be read, what is unchanged, and (with prune) what is gone."""
+
+    to_read: list[Item]
+    unchanged: int
+    gone: list[PointId]
+
+
+@dataclass(frozen=True)
+class ReadItem:
+    """An item's bytes (or why they could not be had) and their content hash."""
+
+    item: Item
+    blob: bytes | None = None
+    content_hash: str | None = None
+    problem: Skipped | None = None
+
+
+Outcome = ImageResult | PointId | None  # a vector or refusal, the id of an indexed twin, or nothing (not read)
+
+
+class Progress(Protocol):
+    def start(self, total: int) -> None: ...
+
+    def advance(self, count: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def model_id(model_name: str) -> str:
+    """The id points record: the model's last path component, so openai/clip-vit-base-patch32 and a local copy in
+    /opt/models/clip-vit-base-patch32 agree, while another model does not."""
+    return model_name.rstrip("/").rsplit("/", 1)[-1]
+
+
+def plan(listing: Listing, existing: dict[PointId, IndexedPoint], model: str, prune: bool) -> Plan:
+    """Items whose point exists with the same model, location, manifest columns and file size and mtime are
+    unchanged; everything else is read (URLs always: only their content says whether they changed)."""
+    to_read, unchanged = [], 0
+    for item in listing.items:
+        point = existing.get(item.point_id)
+        if point is not None and _unchanged_without_reading(item, point, model):
+            unchanged += 1
+        else:
+            to_read.append(item)
+    current = {item.point_id for item in listing.items}
+    gone = [point_id for point_id, point in existing.items()
+            if prune and point.payload.get(SOURCE) == listing.source and point_id not in current]
+    return Plan(to_read, unchanged, gone)
+
+
+Engine = Callable[[list[Item], "PointWriter", Progress], None]  # reads, encodes, hands each item to the writer
+
+
+def index(listing: Listing, store: GalleryStore, options: IndexOptions, engine: Engine,
+          progress: Progress) -> Summary:
+    """Bring the store up to date with `listing` through `engine`; bad images are reported, never fatal."""
+    began = time.monotonic()
+    summary = Summary(listing.source, listed=len(listing.items) + len(listing.skipped), skipped=list(listing.skipped))
+    refuse_foreign_model(store, options.model)
+    existing = store.indexed()
+    work = plan(listing, existing, options.model, options.prune)
+    summary.unchanged = work.unchanged
+    if work.to_read:
+        writer = PointWriter(store, listing.source, options, existing, summary)
+        progress.start(len(work.to_read))
+        encode_began = time.monotonic()
+        try:
+            engine(work.to_read, writer, progress)
+            writer.flush()
+        finally:
+            progress.close()
+        summary.encode_s = time.monotonic() - encode_began
+    store.delete(work.gone)
+    summary.deleted = len(work.gone)
+    summary.elapsed_s = time.monotonic() - began
+    return summary
+
+
+class LocalEngine:
+    """In this process: worker threads read, hash and decode; the encoder's micro-batcher fills the model. The
+    model loads when the first image needs it: URLs whose content is unchanged, and twins, never do."""
+
+    def __init__(self, load_encoder: Callable[[], ImageEncoder], url_policy: UrlPolicy, threads: int) -> None:
+        self.url_policy, self.threads = url_policy, threads
+        self.encoder = LazyEncoder(load_encoder)
+
+    def __call__(self, items: list[Item], writer: PointWriter, progress: Progress) -> None:
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="index") as pool:
+            read_and_encode = _reader_encoder(self.encoder, self.url_policy, writer.known_hashes)
+            for read, outcome in ordered_map(pool, read_and_encode, items, window=4 * self.threads):
+                writer.add(read, outcome)
+                progress.advance(1)
+
+
+class LazyEncoder:
+    """Loads the encoder on the first image, once, whichever thread gets there first."""
+
+    def __init__(self, load: Callable[[], ImageEncoder]) -> None:
+        self._load, self._lock = load, threading.Lock()
+        self._encoder: ImageEncoder | None = None
+
+    def encode_images(self, images: Sequence[ImageInput]) -> list[ImageResult]:
+        with self._lock:
+            if self._encoder is None:
+                self._encoder = self._load()
+            encoder = self._encoder
+        return encoder.encode_images(images)
+
+
+class PointWriter:
+    """Collects finished items into points and upserts them in batches (with wait=True: then they are done)."""
+
+    def __init__(self, store: GalleryStore, source: str, options: IndexOptions,
+                 existing: dict[PointId, IndexedPoint], summary: Summary) -> None:
+        self.store, self.source, self.options, self.existing, self.summary = store, source, options, existing, summary
+        self.known_hashes = {point.payload[CONTENT_HASH]: point_id for point_id, point in existing.items()
+                             if point.payload.get(CONTENT_HASH) and point.payload.get(MODEL) == options.model}
+        self._pending: list[models.PointStruct] = []
+        self._counts: Counter[str] = Counter()
+        self._collection_ready = False
+
+    def add(self, read: ReadItem, outcome: Outcome) -> None:
+        """`outcome`: a vector, the id of a point with the same content to copy, or a refusal."""
+        if read.problem is not None:
+            self.summary.skipped.append(read.problem)
+        elif isinstance(outcome, InvalidImageError):
+            self.summary.skipped.append(Skipped(read.item.location, skip_reason(outcome), str(outcome)))
+        elif isinstance(outcome, np.ndarray):
+            if not self._collection_ready:  # created with the dimension of the first vector
+                self.store.ensure_collection(len(outcome))
+                self._collection_ready = True
+            self._queue(read, outcome.tolist(), "indexed")
+        elif outcome is not None and self._same_point(read, outcome):
+            self.summary.unchanged += 1
+        elif outcome is not None:
+            vector = self.store.vectors([outcome]).get(outcome)
+            if vector is None:
+                raise StoreError(f"point {outcome} vanished while indexing; run the indexer again")
+            self._queue(read, vector, "reused")
+        if len(self._pending) >= self.options.upsert_batch:
+            self.flush()
+
+    def flush(self) -> None:
+        self.store.upsert(self._pending)
+        self.summary.indexed += self._counts["indexed"]
+        self.summary.reused += self._counts["reused"]
+        self._pending, self._counts = [], Counter()
+
+    def _queue(self, read: ReadItem, vector: list[float], kind: str) -> None:
+        self._pending.append(models.PointStruct(id=read.item.point_id, vector=vector, payload=self._payload(read)))
+        self._counts[kind] += 1
+        if read.content_hash:
+            self.known_hashes.setdefault(read.content_hash, read.item.point_id)
+
+    def _same_point(self, read: ReadItem, twin: PointId) -> bool:
+        """The identical content is this very point, with the same payload: nothing to write."""
+        point = self.existing.get(twin)
+        return twin == read.item.point_id and point is not None and _same_payload(point.payload, self._payload(read))
+
+    def _payload(self, read: ReadItem) -> dict[str, Any]:
+        item = read.item
+        payload: dict[str, Any] = {**item.extra, "image_id": item.image_id, MODEL: self.options.model,
+                                   SOURCE: self.source, CONTENT_HASH: read.content_hash}
+        if item.path is not None:
+            payload["path"] = str(item.path)
+            payload.update(_file_stat(item))
+        else:
+            payload["url"] = item.url
+        return payload
+
+
+def _reader_encoder(encoder: ImageEncoder, url_policy: UrlPolicy,
+                    known_hashes: dict[str, PointId]) -> Callable[[Item], tuple[ReadItem, Outcome]]:
+    """Per item, on a worker thread: its bytes; then the id of an indexed twin, or the encoder's vector."""
+
+    def read_and_encode(item: Item) -> tuple[ReadItem, Outcome]:
+        read = read_item(item, url_policy)
+        if read.problem is not None or read.blob is None:
+            return read, None
+        twin = known_hashes.get(read.content_hash or "")
+        if twin is not None:
+            return read, twin
+        return read, encoder.encode_images([read.blob])[0]
+
+    return read_and_encode
+
+
+def read_item(item: Item, url_policy: UrlPolicy) -> ReadItem:
+    """The item's bytes and their hash, or why it could not be read (a file gone, a URL refused or unreachable)."""
+    try:
+        blob = item.path.read_bytes() if item.path is not None else fetch_image_bytes(item.url, url_policy)
+    except OSError as exc:
+        return ReadItem(item, problem=Skipped(item.location, "unreadable file", exc.strerror or str(exc)))
+    except InvalidImageError as exc:
+        return ReadItem(item, problem=Skipped(item.location, skip_reason(exc), str(exc)))
+    return ReadItem(item, blob, hashlib.blake2b(blob, digest_size=HASH_BYTES).hexdigest())
+
+
+def skip_reason(exc: InvalidImageError) -> str:
+    """A few words that group refusals in the summary; the message itself goes in the skipped list."""
+    if isinstance(exc, UrlRefusedError):
+        return "URL refused"
+    if isinstance(exc, UrlFetchError):
+        return "URL unreachable"
+    message = str(exc)
+    if "0 bytes" in message:
+        return "empty file"
+    if "too many pixels" in message or "pixels" in message and "limit" in message:
+        return "too many pixels"
+    return "not a readable image"
+
+
+def ordered_map(pool: ThreadPoolExecutor, function: Callable[[Item], Any], items: Iterable[Item],
+                window: int) -> Iterator[Any]:
+    """`function` over `items` on `pool`, results in input order, at most `window` in flight (so an interrupted
+    run has not read far ahead, and memory stays bounded)."""
+    pending: list[Future] = []
+    queue = iter(items)
+    try:
+        for item in queue:
+            pending.append(pool.submit(function, item))
+            if len(pending) >= window:
+                yield pending.pop(0).result()
+        while pending:
+            yield pending.pop(0).result()
+    finally:
+        for future in pending:
+            future.cancel()
+
+
+def refuse_foreign_model(store: GalleryStore, model: str) -> None:
+    foreign = store.foreign_models(model)
+    if foreign:
+        raise StoreError(f"collection '{store.collection}' holds vectors of {', '.join(foreign)}, not of {model}: "
+                         "vectors of two models cannot be compared. Index into another collection "
+                         "(QDRANT_COLLECTION=...) or start this one again with --recreate")
+
+
+def _unchanged_without_reading(item: Item, point: IndexedPoint, model: str) -> bool:
+    payload = point.payload
+    if payload.get(MODEL) != model or point.location != item.location or item.path is None:
+        return False
+    if any(payload.get(key) != value for key, value in item.extra.items()):
+        return False
+    return _file_stat(item) == {FILE_SIZE: payload.get(FILE_SIZE), FILE_MTIME: payload.get(FILE_MTIME)}
+
+
+def _file_stat(item: Item) -> dict[str, int | None]:
+    try:
+        stat = item.path.stat() if item.path is not None else None
+    except OSError:
+        stat = None
+    return {FILE_SIZE: stat.st_size if stat else None, FILE_MTIME: stat.st_mtime_ns if stat else None}
+
+
+def _same_payload(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    return all(stored.get(key) == value for key, value in wanted.items())

@@ -1,0 +1,162 @@
+"""The gallery's Qdrant collection through qdrant-client: embedded (local mode) by default, a server by URL.
+
+Every point records the model that made its vector, so a collection never silently mixes vector spaces, and
+what its source looked like when it was indexed (size, mtime, content hash), so a rerun knows what changed.
+The point written with `wait=True` is itself the record of work done: there is no second state file to
+disagree with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from clip_vectorize.errors import StoreError
+
+PointId = int | str
+# Payload keys the indexer writes beside image_id and path or url; a manifest's extra columns cannot override them.
+MODEL, SOURCE, CONTENT_HASH, FILE_SIZE, FILE_MTIME = "model", "source", "content_hash", "file_size", "file_mtime_ns"
+SCROLL_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Where the collection lives: `url` (+ `api_key`) for a server, else the embedded store in `path`."""
+
+    collection: str
+    url: str | None = None
+    api_key: str | None = None
+    path: str = "./qdrant_data"
+
+    @property
+    def where(self) -> str:
+        return f"Qdrant at {self.url}" if self.url else f"the embedded Qdrant store in {Path(self.path).resolve()}"
+
+
+@dataclass(frozen=True)
+class IndexedPoint:
+    """What the store remembers of one indexed image: enough to tell whether its source changed."""
+
+    id: PointId
+    payload: dict[str, Any]
+
+    @property
+    def location(self) -> str | None:
+        return self.payload.get("path") or self.payload.get("url")
+
+
+class GalleryStore:
+    """One collection: created on first write with the model's dimension and cosine distance."""
+
+    def __init__(self, config: StoreConfig) -> None:
+        self.config = config
+        self.collection = config.collection
+        self.client = _connect(config)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def exists(self) -> bool:
+        return self.client.collection_exists(self.collection)
+
+    def count(self) -> int:
+        return self.client.count(self.collection, exact=True).count if self.exists() else 0
+
+    def dimension(self) -> int | None:
+        if not self.exists():
+            return None
+        vectors = self.client.get_collection(self.collection).config.params.vectors
+        return vectors.size if isinstance(vectors, models.VectorParams) else None
+
+    def ensure_collection(self, dimension: int) -> None:
+        """Create the collection (cosine, `dimension`) when missing; a different dimension is an error."""
+        if not self.exists():
+            self.client.create_collection(
+                self.collection, vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE))
+            return
+        existing = self.dimension()
+        if existing != dimension:
+            raise StoreError(f"collection '{self.collection}' in {self.config.where} holds {existing}-d vectors; "
+                             f"this model makes {dimension}-d ones. Index into another collection "
+                             "(QDRANT_COLLECTION=...) or start it again with --recreate")
+
+    def recreate(self) -> None:
+        if self.exists():
+            self.client.delete_collection(self.collection)
+
+    def foreign_models(self, model: str) -> list[str]:
+        """Model ids other than `model` found in points' payloads (at most a few, for the message)."""
+        if not self.exists():
+            return []
+        foreign = models.Filter(must_not=[models.FieldCondition(key=MODEL, match=models.MatchValue(value=model)),
+                                          models.IsEmptyCondition(is_empty=models.PayloadField(key=MODEL))])
+        return sorted({str(point.payload.get(MODEL)) for point in self._scroll(foreign, [MODEL], limit=3)})
+
+    def indexed(self) -> dict[PointId, IndexedPoint]:
+        """Every point's id and payload (no vectors): what a rerun compares its listing with."""
+        if not self.exists():
+            return {}
+        return {point.id: point for point in self._scroll(None, True)}
+
+    def vectors(self, ids: Sequence[PointId]) -> dict[PointId, list[float]]:
+        """Stored vectors by id: a renamed file's vector is copied instead of encoded again."""
+        if not ids:
+            return {}
+        records = self.client.retrieve(self.collection, list(ids), with_payload=False, with_vectors=True)
+        return {_point_id(record.id): list(np.asarray(record.vector, np.float32).tolist()) for record in records
+                if record.vector is not None}
+
+    def upsert(self, points: Sequence[models.PointStruct]) -> None:
+        """Write and wait until Qdrant has applied it: only then is the work done."""
+        if points:
+            self.client.upsert(self.collection, points=list(points), wait=True)
+
+    def delete(self, ids: Sequence[PointId]) -> None:
+        if ids:
+            self.client.delete(self.collection, points_selector=models.PointIdsList(points=list(ids)), wait=True)
+
+    def _scroll(self, condition: models.Filter | None, fields: list[str] | bool,
+                limit: int | None = None) -> Iterator[IndexedPoint]:
+        offset, seen = None, 0
+        while True:
+            points, offset = self.client.scroll(self.collection, scroll_filter=condition, limit=SCROLL_PAGE,
+                                                offset=offset, with_payload=fields, with_vectors=False)
+            for point in points:
+                yield IndexedPoint(_point_id(point.id), point.payload or {})
+                seen += 1
+                if limit is not None and seen >= limit:
+                    return
+            if offset is None:
+                return
+
+
+def _point_id(raw: Any) -> PointId:
+    """Qdrant answers uuid ids as strings or UUIDs, depending on the mode: strings here, as we wrote them."""
+    return raw if isinstance(raw, int) else str(raw)
+
+
+def _connect(config: StoreConfig) -> QdrantClient:
+    """A client for the server at `url`, or the embedded store in `path`; a locked store is one clear line."""
+    if config.url:
+        client = QdrantClient(url=config.url, api_key=config.api_key)
+        try:
+            client.get_collections()
+        except (ResponseHandlingException, UnexpectedResponse, OSError) as exc:
+            raise StoreError(f"cannot reach Qdrant at {config.url}: {exc}. Check QDRANT_URL and "
+                             "QDRANT_API_KEY") from None
+        return client
+    Path(config.path).mkdir(parents=True, exist_ok=True)
+    try:
+        return QdrantClient(path=config.path)
+    except RuntimeError as exc:
+        if "already accessed" not in str(exc):
+            raise
+        raise StoreError(f"the embedded Qdrant store in {Path(config.path).resolve()} is in use by another process "
+                         "(local mode allows one): stop it (e.g. the service with CLIP_GALLERY_DIR), or use a "
+                         "Qdrant server (QDRANT_URL) that several processes can share") from None

@@ -1,0 +1,64 @@
+"""`--engine ray` on a local Ray instance started by `ray.init()`: the same points as the in-process engine."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from clip_vectorize.errors import StoreError
+from clip_vectorize.gallery.__main__ import load_clip_encoder
+from clip_vectorize.gallery.indexer import IndexOptions, index, model_id
+from clip_vectorize.gallery.sources import list_source
+from clip_vectorize.gallery.store import StoreConfig
+from clip_vectorize.url_fetch import UrlPolicy
+from support.assertions import cosine
+from support.gallery import CountingLoader, SilentProgress, open_store, points, run_index, write_photos
+
+ray = pytest.importorskip("ray", reason="Ray is optional: pip install -r requirements_ray.txt")
+ray_engine = pytest.importorskip("clip_vectorize.gallery.ray_engine")
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_the_ray_engine_writes_the_same_points_as_the_local_engine(local_ray, tmp_path, tiny_settings, tiny_encoder):
+    folder = tmp_path / "photos"
+    write_photos(folder, 24)
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    local = open_store(tmp_path / "local")
+    run_index(folder, local, CountingLoader(tiny_encoder))
+    expected = points(local)
+    local.close()
+
+    store = open_store(tmp_path / "ray")
+    try:
+        load = functools.partial(load_clip_encoder, tiny_settings(batch_size=4))  # what the command hands Ray
+        engine = ray_engine.RayEngine(load, UrlPolicy(), threads=4, actors=1)
+        options = IndexOptions(model=model_id(tiny_encoder.model_name), upsert_batch=8)
+        summary = index(list_source(folder), store, options, engine, SilentProgress())
+        assert (summary.indexed, len(summary.skipped)) == (24, 1)
+        assert summary.skipped[0].reason == "not a readable image"
+        produced = points(store)
+        assert produced.keys() == expected.keys()
+        for point_id, (payload, vector) in produced.items():
+            assert payload == expected[point_id][0]
+            assert cosine(vector, expected[point_id][1]) >= 0.9999
+
+        again = index(list_source(folder), store, options, engine, SilentProgress())
+        assert (again.indexed, again.unchanged) == (0, 24)
+    finally:
+        store.close()
+
+
+def test_a_ray_cluster_needs_a_qdrant_server(monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    with pytest.raises(StoreError, match="needs a Qdrant server"):
+        ray_engine.check_target(StoreConfig("car_images"))
+    ray_engine.check_target(StoreConfig("car_images", url="http://qdrant:6333"))

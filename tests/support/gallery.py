@@ -1,0 +1,68 @@
+"""Gallery helpers: folders of generated photos, an embedded store in a test folder, and reading points back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clip_vectorize.gallery.indexer import IndexOptions, LocalEngine, Summary, index, model_id
+from clip_vectorize.gallery.sources import list_source
+from clip_vectorize.gallery.store import GalleryStore, StoreConfig
+from clip_vectorize.url_fetch import UrlPolicy
+from support.images import encode_image_bytes, photo_like
+
+COLLECTION = "car_images"
+
+
+class SilentProgress:
+    def start(self, total: int) -> None: ...
+
+    def advance(self, count: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def write_photos(folder: Path, count: int, first_seed: int = 0, size: tuple[int, int] = (96, 72)) -> list[Path]:
+    """`count` distinct small JPEGs, spread over two subfolders."""
+    paths = []
+    for seed in range(first_seed, first_seed + count):
+        path = folder / ("front" if seed % 2 else "side") / f"car-{seed:04d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encode_image_bytes(photo_like(*size, seed=seed)))
+        paths.append(path)
+    return paths
+
+
+def open_store(tmp_path: Path, collection: str = COLLECTION) -> GalleryStore:
+    return GalleryStore(StoreConfig(collection, path=str(tmp_path / "qdrant_data")))
+
+
+class CountingLoader:
+    """Hands out the encoder and counts how often it was asked for: a run with nothing to do must not ask."""
+
+    def __init__(self, encoder: Any) -> None:
+        self.encoder, self.calls = encoder, 0
+
+    def __call__(self) -> Any:
+        self.calls += 1
+        return self.encoder
+
+
+def run_index(source: Path, store: GalleryStore, loader: CountingLoader, *, prune: bool = False,
+              upsert_batch: int = 8, policy: UrlPolicy | None = None) -> Summary:
+    options = IndexOptions(model=model_id(loader.encoder.model_name), upsert_batch=upsert_batch, prune=prune)
+    engine = LocalEngine(loader, policy or UrlPolicy(), threads=4)
+    return index(list_source(source), store, options, engine, SilentProgress())
+
+
+def points(store: GalleryStore) -> dict[Any, tuple[dict, np.ndarray]]:
+    """Every point: id -> (payload, vector)."""
+    found, offset = {}, None
+    while True:
+        batch, offset = store.client.scroll(store.collection, limit=256, offset=offset, with_payload=True,
+                                            with_vectors=True)
+        found.update({p.id: (p.payload, np.asarray(p.vector, np.float64)) for p in batch})
+        if offset is None:
+            return found
