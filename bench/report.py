@@ -194,7 +194,7 @@ def _problems(parts: dict[str, dict]) -> list[str]:
     notes = []
     for server, part in parts.items():
         if part.get("error"):
-            notes.append(f"!! {server}: {part['error']}")
+            notes.append(f"!! {server}: {_short(part['error'])}")
         for name, figures in part.get("scenarios", {}).items():
             if figures.get("error"):
                 notes.append(f"!! {server} {name}: {figures['error']}")
@@ -205,6 +205,13 @@ def _problems(parts: dict[str, dict]) -> list[str]:
                 notes.append(f"note: {server} {name} sent {figures['bodies_sent']} requests but has only "
                              f"{figures['distinct_bodies']} distinct bodies (texts repeated: a cache may flatter it)")
     return notes
+
+
+def _short(error: str) -> str:
+    """An error's first line and the line that says why (a start-up refusal), not a whole log tail."""
+    lines = error.strip().splitlines()
+    why = [line for line in lines[1:] if "cannot start" in line or "Error:" in line]
+    return " / ".join([lines[0], *(why[-1:] or lines[-1:])]) if len(lines) > 1 else error.strip()
 
 
 def _client_cpu(naive: dict, ours: dict) -> str:

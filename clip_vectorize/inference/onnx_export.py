@@ -58,8 +58,9 @@ def cached_towers(kind: str, model_dir: Path, cache_dir: Path, precision: str = 
     """The directory holding this model's exported towers (text.onnx, and image.onnx for CLIP), exporting them
     first if needed; with precision int8 also their int8 copies, quantized once."""
     target = _exported_towers(kind, model_dir, cache_dir)
-    if precision == "int8":
-        _quantize_once(target)
+    if precision == "int8" and not all((target / f"{Path(name).stem}{INT8_SUFFIX}").is_file()
+                                       for name in TOWER_FILES[kind]):
+        _in_child_process("quantize", str(target))  # ~2 GB of peak memory for ViT-B/32, gone with the child
     return target
 
 
@@ -109,11 +110,16 @@ def _check_size(model_dir: Path) -> None:
 def export_in_child_process(kind: str, model_dir: Path, out_dir: Path) -> None:
     """Export in a short-lived process: the torch weights and export buffers (3+ GB for ViT-B/32) leave with it,
     instead of staying in the worker's peak memory for its whole life."""
-    done = subprocess.run([sys.executable, "-m", __name__, kind, str(model_dir), str(out_dir)],
-                          cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True)
+    _in_child_process(kind, str(model_dir), str(out_dir))
+
+
+def _in_child_process(*args: str) -> None:
+    """`python -m` this module with `args` (an export, or "quantize DIR"); its last stderr line on failure."""
+    done = subprocess.run([sys.executable, "-m", __name__, *args], cwd=Path(__file__).resolve().parents[2],
+                          capture_output=True, text=True)
     if done.returncode != 0:
         last_line = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
-        raise RuntimeError(f"ONNX export failed: {last_line}")
+        raise RuntimeError(f"ONNX {'quantization' if args[0] == 'quantize' else 'export'} failed: {last_line}")
 
 
 def export_towers(kind: str, model_dir: Path, out_dir: Path) -> None:
@@ -164,4 +170,8 @@ def _fuse(path: Path, model_type: str, num_heads: int, hidden_size: int) -> None
 
 # python -m clip_vectorize.inference.onnx_export KIND MODEL_DIR OUT_DIR: what export_in_child_process runs
 if __name__ == "__main__":
-    export_towers(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]))
+    if sys.argv[1] == "quantize":
+        logging.basicConfig(level=logging.INFO)
+        _quantize_once(Path(sys.argv[2]))
+    else:
+        export_towers(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]))
