@@ -67,7 +67,8 @@ def render_summary(summary: Summary, skipped_file: Path | None) -> str:
              f"  indexed {summary.indexed} ({summary.images_per_s:.1f} images/s), reused {summary.reused} "
              f"(identical image already indexed), unchanged {summary.unchanged}, deleted {summary.deleted}, "
              f"skipped {len(summary.skipped)}",
-             f"  elapsed {summary.elapsed_s:.1f} s"]
+             f"  elapsed {summary.elapsed_s:.1f} s" + (f", of which loading the model {summary.model_load_s:.1f} s"
+                                                     if summary.model_load_s else "")]
     if summary.skipped:
         reasons = ", ".join(f"{reason}: {count}" for reason, count in summary.reasons().most_common())
         where = f"; the list is in {skipped_file}" if skipped_file else ""

@@ -62,10 +62,12 @@ class Summary:
     skipped: list[Skipped] = field(default_factory=list)
     elapsed_s: float = 0.0
     encode_s: float = 0.0  # from the first item read to the last point written
+    model_load_s: float = 0.0  # inside encode_s: the model loads when the first image needs it
 
     @property
     def images_per_s(self) -> float:
-        return self.indexed / self.encode_s if self.encode_s else 0.0
+        working = self.encode_s - self.model_load_s
+        return self.indexed / working if working > 0 else 0.0
 
     def reasons(self) -> Counter[str]:
         return Counter(skip.reason for skip in self.skipped)
@@ -160,11 +162,14 @@ class LocalEngine:
         self.encoder = LazyEncoder(load_encoder)
 
     def __call__(self, items: list[Item], writer: PointWriter, progress: Progress) -> None:
-        with ThreadPoolExecutor(self.threads, thread_name_prefix="index") as pool:
-            read_and_encode = _reader_encoder(self.encoder, self.url_policy, writer.known_hashes)
-            for read, outcome in ordered_map(pool, read_and_encode, items, window=4 * self.threads):
-                writer.add(read, outcome)
-                progress.advance(1)
+        try:
+            with ThreadPoolExecutor(self.threads, thread_name_prefix="index") as pool:
+                read_and_encode = _reader_encoder(self.encoder, self.url_policy, writer.known_hashes)
+                for read, outcome in ordered_map(pool, read_and_encode, items, window=4 * self.threads):
+                    writer.add(read, outcome)
+                    progress.advance(1)
+        finally:
+            writer.summary.model_load_s = self.encoder.load_s
 
 
 class LazyEncoder:
@@ -173,11 +178,14 @@ class LazyEncoder:
     def __init__(self, load: Callable[[], ImageEncoder]) -> None:
         self._load, self._lock = load, threading.Lock()
         self._encoder: ImageEncoder | None = None
+        self.load_s = 0.0
 
     def encode_images(self, images: Sequence[ImageInput]) -> list[ImageResult]:
         with self._lock:
             if self._encoder is None:
+                began = time.monotonic()
                 self._encoder = self._load()
+                self.load_s = time.monotonic() - began
             encoder = self._encoder
         return encoder.encode_images(images)
 
