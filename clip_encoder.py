@@ -20,7 +20,7 @@ import numpy as np
 from clip_vectorize.errors import ModelLoadError, ModelNotReadyError, UnknownEncoderError
 from clip_vectorize.inference.backends import Backend, TextBackend
 from clip_vectorize.inference.batching import BatchLimits
-from clip_vectorize.inference.image_path import ImagePath
+from clip_vectorize.inference.image_path import ImagePath, ImagePreparer
 from clip_vectorize.inference.model_loading import (
     ModelParts,
     build_backend,
@@ -79,8 +79,7 @@ class ClipEncoder:
             self._add_text(_text_model(ml.tokenizer, multilingual.backend, ml.dimension, ml.context_length),
                            settings, limits, TextEncoderInfo(MULTILINGUAL, ml.name, multilingual.backend.name,
                                                              ml.context_length, ml.format, ml.languages))
-        self.image = ImagePath(parts.image_processor, backend.encode_image, limits,
-                               preprocess=settings.image_preprocess, max_pixels=settings.max_image_pixels,
+        self.image = ImagePath(image_preparer_for(parts, settings), backend.encode_image, limits,
                                timeout_s=settings.request_timeout_s)
         self._ready = False
 
@@ -143,6 +142,11 @@ class ClipEncoder:
         self._require_ready()
         return self.image.encode(images)
 
+    def encode_image_pixels(self, pixels: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Vectors for images decoded and preprocessed elsewhere by `image_preparer` (Ray's reading tasks)."""
+        self._require_ready()
+        return self.image.encode_prepared(pixels)
+
     def text_encoders(self) -> list[TextEncoderInfo]:
         return list(self._infos)
 
@@ -174,6 +178,16 @@ class ClipEncoder:
     def _require_ready(self) -> None:
         if not self._ready:
             raise ModelNotReadyError("the CLIP model is not loaded yet")
+
+
+def image_preparer(settings: Settings) -> ImagePreparer:
+    """The image path's decoding and preprocessing alone, from the model's configs (no weights loaded): what
+    the encoder does to an image before its model sees it, for work spread over other processes."""
+    return image_preparer_for(load_model_parts(clip_source(settings)), settings)
+
+
+def image_preparer_for(parts: ModelParts, settings: Settings) -> ImagePreparer:
+    return ImagePreparer(parts.image_processor, settings.image_preprocess, settings.max_image_pixels)
 
 
 def _load_multilingual(settings: Settings, device: str, dimension: int) -> LoadedMultilingual | None:

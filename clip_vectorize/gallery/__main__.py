@@ -12,11 +12,13 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from clip_vectorize.errors import GalleryError, ModelLoadError
 from clip_vectorize.gallery.console import BarProgress, LogProgress, render_summary, write_skipped
-from clip_vectorize.gallery.indexer import Engine, ImageEncoder, IndexOptions, LocalEngine, Summary, index, model_id
+from clip_vectorize.gallery.indexer import Engine, IndexOptions, LocalEngine, Summary, index, model_id
 from clip_vectorize.gallery.sources import list_source
 from clip_vectorize.gallery.store import GalleryStore, StoreConfig
 from clip_vectorize.url_fetch import UrlPolicy
@@ -90,12 +92,13 @@ def _engine(args: argparse.Namespace, settings: Settings, config: StoreConfig) -
     from clip_vectorize.gallery import ray_engine
 
     ray_engine.check_target(config)
-    return ray_engine.RayEngine(load_encoder, policy, threads, actors=args.ray_actors, gpus=args.ray_gpus)
+    return ray_engine.RayEngine(load_encoder, functools.partial(load_image_preparer, settings), policy,
+                                actors=args.ray_actors, gpus=args.ray_gpus)
 
 
-def load_clip_encoder(settings: Settings) -> ImageEncoder:
-    """The service's encoder with the service's settings; imported here, so a run with nothing to do loads no
-    torch. Ray pickles this function into each actor."""
+def load_clip_encoder(settings: Settings) -> Any:
+    """The service's encoder with the service's settings (a ClipEncoder: the local engine's ImageEncoder, Ray's
+    PixelEncoder); imported here, so a run with nothing to do loads no torch. Ray pickles this into each actor."""
     from clip_encoder import ClipEncoder
 
     began = time.monotonic()
@@ -103,6 +106,13 @@ def load_clip_encoder(settings: Settings) -> ImageEncoder:
     encoder = ClipEncoder.load(settings)
     logger.info("model loaded in %.1f s", time.monotonic() - began)
     return encoder
+
+
+def load_image_preparer(settings: Settings) -> Callable[[bytes], Any]:
+    """The encoder's decoding and preprocessing without its weights: Ray pickles this into each reading actor."""
+    from clip_encoder import image_preparer
+
+    return image_preparer(settings)
 
 
 def _model_name(settings: Settings) -> str:

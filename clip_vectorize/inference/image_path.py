@@ -21,11 +21,23 @@ ImageEncodeFunction = Callable[[np.ndarray], np.ndarray]  # (batch, 3, H, W) pix
 PixelTransform = Callable[[Image.Image], np.ndarray]  # an RGB image -> (3, H, W) float32
 
 
-class ImagePath:
-    def __init__(self, processor, encode: ImageEncodeFunction, limits: BatchLimits, *, preprocess: str,
-                 max_pixels: int, timeout_s: float, name: str = "image") -> None:
+class ImagePreparer:
+    """Untrusted bytes -> the model's (3, H, W) float32 input: decode behind the size guard, then preprocess.
+    Needs the model's preprocessor config, not its weights, so it also runs apart from the model."""
+
+    def __init__(self, processor, preprocess: str, max_pixels: int) -> None:
         self.transform, self.draft_size = image_preparation(preprocess, processor)
         self.max_pixels = max_pixels
+
+    def __call__(self, blob: bytes) -> np.ndarray:
+        return self.transform(load_rgb_image(blob, self.max_pixels, self.draft_size))
+
+
+class ImagePath:
+    def __init__(self, prepare: ImagePreparer, encode: ImageEncodeFunction, limits: BatchLimits, *,
+                 timeout_s: float, name: str = "image") -> None:
+        self.prepare = prepare
+        self.max_pixels = prepare.max_pixels
         self.timeout_s = timeout_s
         self._encode = encode
         self.batcher: MicroBatcher[np.ndarray, np.ndarray] = MicroBatcher(self._encode_pixel_batch, limits, name=name)
@@ -34,15 +46,15 @@ class ImagePath:
         """A vector per input in input order, or the InvalidImageError that refused it."""
         outcomes = [self._prepared_or_refusal(item) for item in images]  # model inputs, or refusals
         readable = [pixels for pixels in outcomes if isinstance(pixels, np.ndarray)]
-        vectors = iter(self.batcher.run(readable, self.timeout_s))
+        vectors = iter(self.encode_prepared(readable))
         return [next(vectors) if isinstance(outcome, np.ndarray) else outcome for outcome in outcomes]
 
-    def prepare(self, blob: bytes) -> np.ndarray:
-        """Decode and preprocess one image into the model's (3, H, W) float32 input."""
-        return self.transform(load_rgb_image(blob, self.max_pixels, self.draft_size))
+    def encode_prepared(self, pixels: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Vectors for inputs already decoded and preprocessed elsewhere (by an ImagePreparer)."""
+        return self.batcher.run(list(pixels), self.timeout_s)
 
     def warm_up(self) -> None:
-        self.batcher.run([self.transform(Image.new("RGB", (256, 256), "gray"))])
+        self.batcher.run([self.prepare.transform(Image.new("RGB", (256, 256), "gray"))])
 
     def close(self) -> None:
         self.batcher.close()

@@ -7,7 +7,7 @@ import functools
 import pytest
 
 from clip_vectorize.errors import StoreError
-from clip_vectorize.gallery.__main__ import load_clip_encoder
+from clip_vectorize.gallery.__main__ import load_clip_encoder, load_image_preparer
 from clip_vectorize.gallery.indexer import IndexOptions, index, model_id
 from clip_vectorize.gallery.sources import list_source
 from clip_vectorize.gallery.store import StoreConfig
@@ -39,8 +39,9 @@ def test_the_ray_engine_writes_the_same_points_as_the_local_engine(local_ray, tm
 
     store = open_store(tmp_path / "ray")
     try:
-        load = functools.partial(load_clip_encoder, tiny_settings(batch_size=4))  # what the command hands Ray
-        engine = ray_engine.RayEngine(load, UrlPolicy(), threads=4, actors=1)
+        settings = tiny_settings(batch_size=4)  # the command hands Ray these very loaders
+        engine = ray_engine.RayEngine(functools.partial(load_clip_encoder, settings),
+                                      functools.partial(load_image_preparer, settings), UrlPolicy(), actors=1)
         options = IndexOptions(model=model_id(tiny_encoder.model_name), upsert_batch=8)
         summary = index(list_source(folder), store, options, engine, SilentProgress())
         assert (summary.indexed, len(summary.skipped)) == (24, 1)
