@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clip_vectorize.errors import StoreError
+from clip_vectorize.errors import ModelLoadError, SourceError, StoreError
 from clip_vectorize.gallery.indexer import IndexOptions, LocalEngine, index
 from clip_vectorize.gallery.sources import list_source
 from clip_vectorize.gallery.store import GalleryStore, StoreConfig
@@ -171,6 +171,50 @@ def bomb_png() -> bytes:
     buffer = io.BytesIO()
     Image.new("1", (10_000, 10_000)).save(buffer, "PNG")  # 100 MP (limit 64 MP) of one colour: a tiny file
     return buffer.getvalue()
+
+
+def test_a_removed_manifest_column_leaves_the_payload(tmp_path, store, loader):
+    photos = write_photos(tmp_path / "photos", 1)
+    manifest = tmp_path / "gallery.csv"
+    manifest.write_text(f"image_id,path,brand,body\n1,{photos[0]},BMW,SUV\n")
+    run_index(manifest, store, loader)
+    manifest.write_text(f"image_id,path,brand,body\n1,{photos[0]},BMW,\n")  # emptied
+    run_index(manifest, store, loader)
+    assert "body" not in points(store)[1][0]
+
+
+def test_copies_of_one_new_image_in_one_run_share_a_vector_without_failing(tmp_path, store, loader):
+    photos = write_photos(tmp_path / "photos", 1)
+    for copy in range(12):  # more than the threads: some copies find their twin still pending
+        (tmp_path / "photos" / f"copy-{copy}.jpg").write_bytes(photos[0].read_bytes())
+    summary = run_index(tmp_path / "photos", store, loader, upsert_batch=64)
+    assert summary.indexed + summary.reused == 13 and not summary.skipped
+    vectors = [vector for _, vector in points(store).values()]
+    assert all(cosine(vector, vectors[0]) >= 0.9999999 for vector in vectors)
+
+
+def test_prune_refuses_to_empty_a_source_that_lists_nothing(tmp_path, store, loader):
+    photos = write_photos(tmp_path / "photos", 2)
+    run_index(tmp_path / "photos", store, loader)
+    for photo in photos:
+        photo.unlink()
+    with pytest.raises(SourceError, match="lists no images, so --prune would delete all 2 of its points"):
+        run_index(tmp_path / "photos", store, loader, prune=True)
+    assert len(points(store)) == 2
+
+
+def test_a_model_that_fails_to_load_is_tried_once(tmp_path, store):
+    write_photos(tmp_path / "photos", 6)
+    calls = []
+
+    def failing_loader():
+        calls.append(1)
+        raise ModelLoadError("cannot load CLIP model: broken")
+
+    failing_loader.encoder = type("Named", (), {"model_name": "tiny-clip"})()
+    with pytest.raises(ModelLoadError):
+        run_index(tmp_path / "photos", store, failing_loader)
+    assert len(calls) == 1
 
 
 def test_bad_images_are_skipped_with_their_reasons_and_the_rest_indexed(tmp_path, store, tiny_settings, tiny_encoder):

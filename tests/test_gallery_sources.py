@@ -27,10 +27,14 @@ def test_a_folder_lists_every_image_format_recursively_and_skips_hidden_and_othe
     assert all(item.path.is_absolute() for item in listing.items)
 
 
-def test_folder_items_get_a_deterministic_uuid5_of_their_relative_path(tmp_path):
-    (tmp_path / "x.jpg").write_bytes(b"x")
-    first, second = list_source(tmp_path).items[0], list_source(tmp_path).items[0]
-    assert first.point_id == second.point_id == str(uuid.uuid5(POINT_NAMESPACE, "x.jpg"))
+def test_folder_items_get_a_deterministic_uuid5_of_their_path_distinct_across_folders(tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "x.jpg").write_bytes(b"x")
+    first, again = list_source(tmp_path / "a").items[0], list_source(tmp_path / "a").items[0]
+    other = list_source(tmp_path / "b").items[0]
+    assert first.point_id == again.point_id == str(uuid.uuid5(POINT_NAMESPACE, str(tmp_path.resolve() / "a" / "x.jpg")))
+    assert first.image_id == other.image_id == "x.jpg" and first.point_id != other.point_id
 
 
 def test_a_csv_manifests_integer_image_id_is_the_point_id_and_extra_columns_come_along(tmp_path):
@@ -68,6 +72,7 @@ def test_bad_manifest_rows_are_reported_and_the_good_ones_kept(tmp_path):
              json.dumps({"image_id": 1, "path": "again.jpg"}),  # duplicate id
              json.dumps({"image_id": 2.5, "path": "d.jpg"}),  # not an integer
              json.dumps({"image_id": 2**64, "path": "e.jpg"}),  # beyond Qdrant's ids
+             json.dumps({"image_id": 4, "path": "f.jpg", "source": "web"}),  # one of the indexer's own fields
              "not json"]
     manifest.write_text("\n".join(lines))
 
@@ -75,8 +80,10 @@ def test_bad_manifest_rows_are_reported_and_the_good_ones_kept(tmp_path):
 
     assert [item.point_id for item in listing.items] == [1]
     assert [skip.reason for skip in listing.skipped] == ["bad manifest row", "bad manifest row", "duplicate image_id",
-                                                        "bad manifest row", "bad manifest row", "bad manifest row"]
+                                                        "bad manifest row", "bad manifest row", "bad manifest row",
+                                                        "bad manifest row"]
     assert "exactly one of 'path' and 'url'" in listing.skipped[0].detail
+    assert "source are the indexer's own payload fields" in listing.skipped[5].detail
 
 
 @pytest.mark.parametrize(("name", "content", "message"), [

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
 from clip_vectorize.errors import GalleryError, ModelLoadError
 from clip_vectorize.gallery.console import BarProgress, LogProgress, render_summary, write_skipped
 from clip_vectorize.gallery.indexer import Engine, IndexOptions, LocalEngine, Summary, index, model_id
@@ -56,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         summary = run_index(args, settings)
     except (GalleryError, ModelLoadError, ValueError) as exc:
         logger.error("cannot index: %s", exc)
+        return CANNOT_RUN
+    except (ResponseHandlingException, UnexpectedResponse) as exc:  # the server failed in the middle of the run
+        logger.error("cannot index: Qdrant answered %s; the points written so far are kept, run again", exc)
         return CANNOT_RUN
     except KeyboardInterrupt:
         logger.warning("interrupted: the points written so far are kept; run the same command to continue")

@@ -20,13 +20,21 @@ from typing import Any, Protocol
 import numpy as np
 from qdrant_client import models
 
-from clip_vectorize.errors import InvalidImageError, StoreError, UrlFetchError, UrlRefusedError
+from clip_vectorize.errors import (
+    InvalidImageError,
+    OverloadedError,
+    SourceError,
+    StoreError,
+    UrlFetchError,
+    UrlRefusedError,
+)
 from clip_vectorize.gallery.sources import Item, Listing, Skipped
 from clip_vectorize.gallery.store import (
     CONTENT_HASH,
     FILE_MTIME,
     FILE_SIZE,
     MODEL,
+    RESERVED_PAYLOAD,
     SOURCE,
     GalleryStore,
     IndexedPoint,
@@ -36,6 +44,7 @@ from clip_vectorize.inference.vectors import ImageInput, ImageResult
 from clip_vectorize.url_fetch import UrlPolicy, fetch_image_bytes
 
 HASH_BYTES = 16  # 128 bits of BLAKE2b: a content identity, not a security boundary
+ENCODE_ATTEMPTS = 5
 
 
 class ImageEncoder(Protocol):
@@ -90,6 +99,7 @@ class ReadItem:
     blob: bytes | None = None
     content_hash: str | None = None
     problem: Skipped | None = None
+    file_stat: dict[str, int | None] = field(default_factory=dict)  # taken before reading: never newer than the bytes
 
 
 Outcome = ImageResult | PointId | None  # a vector or refusal, the id of an indexed twin, or nothing (not read)
@@ -122,6 +132,9 @@ def plan(listing: Listing, existing: dict[PointId, IndexedPoint], model: str, pr
     current = {item.point_id for item in listing.items}
     gone = [point_id for point_id, point in existing.items()
             if prune and point.payload.get(SOURCE) == listing.source and point_id not in current]
+    if gone and not listing.items:
+        raise SourceError(f"{listing.source} lists no images, so --prune would delete all {len(gone)} of its points: "
+                          "check it (an unmounted share?), or run without --prune")
     return Plan(to_read, unchanged, gone)
 
 
@@ -178,13 +191,20 @@ class LazyEncoder:
     def __init__(self, load: Callable[[], ImageEncoder]) -> None:
         self._load, self._lock = load, threading.Lock()
         self._encoder: ImageEncoder | None = None
+        self._failure: Exception | None = None
         self.load_s = 0.0
 
     def encode_images(self, images: Sequence[ImageInput]) -> list[ImageResult]:
         with self._lock:
+            if self._failure is not None:
+                raise self._failure  # once is enough: the other threads must not each try again
             if self._encoder is None:
                 began = time.monotonic()
-                self._encoder = self._load()
+                try:
+                    self._encoder = self._load()
+                except Exception as exc:
+                    self._failure = exc
+                    raise
                 self.load_s = time.monotonic() - began
             encoder = self._encoder
         return encoder.encode_images(images)
@@ -201,6 +221,8 @@ class PointWriter:
         self._pending: list[models.PointStruct] = []
         self._counts: Counter[str] = Counter()
         self._collection_ready = False
+        self._hashes: dict[PointId, str | None] = {}  # content of the points written (or pending) in this run
+        self._pending_vectors: dict[PointId, list[float]] = {}
 
     def add(self, read: ReadItem, outcome: Outcome) -> None:
         """`outcome`: a vector, the id of a point with the same content to copy, or a refusal."""
@@ -216,29 +238,47 @@ class PointWriter:
         elif outcome is not None and self._same_point(read, outcome):
             self.summary.unchanged += 1
         elif outcome is not None:
-            vector = self.store.vectors([outcome]).get(outcome)
-            if vector is None:
-                raise StoreError(f"point {outcome} vanished while indexing; run the indexer again")
-            self._queue(read, vector, "reused")
+            vector = self._twin_vector(outcome, read.content_hash)
+            if vector is None:  # the twin was rewritten with other content during this run: rare, and harmless
+                self.summary.skipped.append(Skipped(read.item.location, "changed while indexing",
+                                                    "its identical twin changed meanwhile; the next run encodes it"))
+            else:
+                self._queue(read, vector, "reused")
         if len(self._pending) >= self.options.upsert_batch:
             self.flush()
+
+    def _twin_vector(self, twin: PointId, content_hash: str | None) -> list[float] | None:
+        """The vector of the point that holds `content_hash`, if it still does (it may be pending, not yet written)."""
+        if self._hashes.get(twin, self._stored_hash(twin)) != content_hash:
+            return None
+        return self._pending_vectors.get(twin) or self.store.vectors([twin]).get(twin)
+
+    def _stored_hash(self, point_id: PointId) -> str | None:
+        point = self.existing.get(point_id)
+        return point.payload.get(CONTENT_HASH) if point is not None else None
 
     def flush(self) -> None:
         self.store.upsert(self._pending)
         self.summary.indexed += self._counts["indexed"]
         self.summary.reused += self._counts["reused"]
-        self._pending, self._counts = [], Counter()
+        self._pending, self._counts, self._pending_vectors = [], Counter(), {}
 
     def _queue(self, read: ReadItem, vector: list[float], kind: str) -> None:
-        self._pending.append(models.PointStruct(id=read.item.point_id, vector=vector, payload=self._payload(read)))
+        point_id = read.item.point_id
+        self._pending.append(models.PointStruct(id=point_id, vector=vector, payload=self._payload(read)))
+        self._pending_vectors[point_id] = vector
         self._counts[kind] += 1
+        old_hash = self._hashes.get(point_id, self._stored_hash(point_id))
+        if old_hash and old_hash != read.content_hash and self.known_hashes.get(old_hash) == point_id:
+            del self.known_hashes[old_hash]  # this point no longer holds that content
+        self._hashes[point_id] = read.content_hash
         if read.content_hash:
-            self.known_hashes.setdefault(read.content_hash, read.item.point_id)
+            self.known_hashes.setdefault(read.content_hash, point_id)
 
     def _same_point(self, read: ReadItem, twin: PointId) -> bool:
         """The identical content is this very point, with the same payload: nothing to write."""
         point = self.existing.get(twin)
-        return twin == read.item.point_id and point is not None and _same_payload(point.payload, self._payload(read))
+        return twin == read.item.point_id and point is not None and point.payload == self._payload(read)
 
     def _payload(self, read: ReadItem) -> dict[str, Any]:
         item = read.item
@@ -246,7 +286,7 @@ class PointWriter:
                                    SOURCE: self.source, CONTENT_HASH: read.content_hash}
         if item.path is not None:
             payload["path"] = str(item.path)
-            payload.update(_file_stat(item))
+            payload.update(read.file_stat or file_stat(item))
         else:
             payload["url"] = item.url
         return payload
@@ -263,20 +303,35 @@ def _reader_encoder(encoder: ImageEncoder, url_policy: UrlPolicy,
         twin = known_hashes.get(read.content_hash or "")
         if twin is not None:
             return read, twin
-        return read, encoder.encode_images([read.blob])[0]
+        return read, encode_one(encoder, read.blob)
 
     return read_and_encode
 
 
+def encode_one(encoder: ImageEncoder, blob: bytes) -> ImageResult:
+    """One image's vector or refusal. A full queue or a passed deadline means the model is busy, not that the
+    image is bad: try again, a few times, before giving up on the run."""
+    for attempt in range(ENCODE_ATTEMPTS):
+        try:
+            return encoder.encode_images([blob])[0]
+        except OverloadedError:
+            if attempt == ENCODE_ATTEMPTS - 1:
+                raise
+            time.sleep(1.0)
+    raise AssertionError("unreachable")
+
+
 def read_item(item: Item, url_policy: UrlPolicy) -> ReadItem:
-    """The item's bytes and their hash, or why it could not be read (a file gone, a URL refused or unreachable)."""
+    """The item's bytes and their hash, or why it could not be read (a file gone, a URL refused or unreachable).
+    A file's size and mtime are taken first, so a file rewritten meanwhile looks changed to the next run."""
+    stat = file_stat(item)
     try:
         blob = item.path.read_bytes() if item.path is not None else fetch_image_bytes(item.url, url_policy)
     except OSError as exc:
         return ReadItem(item, problem=Skipped(item.location, "unreadable file", exc.strerror or str(exc)))
     except InvalidImageError as exc:
         return ReadItem(item, problem=Skipped(item.location, skip_reason(exc), str(exc)))
-    return ReadItem(item, blob, hashlib.blake2b(blob, digest_size=HASH_BYTES).hexdigest())
+    return ReadItem(item, blob, hashlib.blake2b(blob, digest_size=HASH_BYTES).hexdigest(), file_stat=stat)
 
 
 def skip_reason(exc: InvalidImageError) -> str:
@@ -323,12 +378,12 @@ def _unchanged_without_reading(item: Item, point: IndexedPoint, model: str) -> b
     payload = point.payload
     if payload.get(MODEL) != model or point.location != item.location or item.path is None:
         return False
-    if any(payload.get(key) != value for key, value in item.extra.items()):
+    if extra_columns(payload) != dict(item.extra):  # a column edited, added, emptied or removed
         return False
-    return _file_stat(item) == {FILE_SIZE: payload.get(FILE_SIZE), FILE_MTIME: payload.get(FILE_MTIME)}
+    return file_stat(item) == {FILE_SIZE: payload.get(FILE_SIZE), FILE_MTIME: payload.get(FILE_MTIME)}
 
 
-def _file_stat(item: Item) -> dict[str, int | None]:
+def file_stat(item: Item) -> dict[str, int | None]:
     try:
         stat = item.path.stat() if item.path is not None else None
     except OSError:
@@ -336,5 +391,6 @@ def _file_stat(item: Item) -> dict[str, int | None]:
     return {FILE_SIZE: stat.st_size if stat else None, FILE_MTIME: stat.st_mtime_ns if stat else None}
 
 
-def _same_payload(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
-    return all(stored.get(key) == value for key, value in wanted.items())
+def extra_columns(payload: dict[str, Any]) -> dict[str, Any]:
+    """A stored payload less what the indexer writes: the manifest's own columns."""
+    return {key: value for key, value in payload.items() if key not in RESERVED_PAYLOAD}

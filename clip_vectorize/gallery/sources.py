@@ -1,8 +1,8 @@
 """What to index: a folder walked recursively, or a CSV / JSONL manifest; each image becomes an `Item`.
 
 Point ids: a manifest's integer `image_id` is the point id (the Node.js backend uses the MySQL image id);
-anything else (folder mode's relative path, a string id) gets a uuid5 of it, so a rerun overwrites its own
-points and never duplicates them.
+anything else gets a uuid5 (of a folder image's absolute path, of a manifest's string id), so a rerun
+overwrites its own points and never duplicates them.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from clip_vectorize.errors import SourceError
+from clip_vectorize.gallery.store import RESERVED_PAYLOAD
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".heic", ".heif", ".bmp", ".tif", ".tiff"})
 MANIFEST_SUFFIXES = frozenset({".csv", ".jsonl", ".ndjson"})
@@ -32,12 +33,13 @@ class Item:
     path: Path | None = None
     url: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    id_key: str | None = None  # what a uuid5 point id is made from, when not `image_id` itself
 
     @property
     def point_id(self) -> int | str:
         if isinstance(self.image_id, int):
             return self.image_id
-        return str(uuid.uuid5(POINT_NAMESPACE, self.image_id))
+        return str(uuid.uuid5(POINT_NAMESPACE, self.id_key or self.image_id))
 
     @property
     def location(self) -> str:
@@ -76,13 +78,13 @@ def list_source(source: str | os.PathLike[str]) -> Listing:
 
 
 def _walk_folder(root: Path) -> Iterator[Item]:
-    """Image files under `root`, sorted, hidden folders left out; the id is the path relative to `root`."""
+    """Image files under `root`, sorted, hidden folders left out; image_id is the path relative to `root`."""
     for directory, subdirectories, files in os.walk(root):
         subdirectories[:] = sorted(name for name in subdirectories if not name.startswith("."))
         for name in sorted(files):
             if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith("."):
-                path = Path(directory) / name
-                yield Item(path.relative_to(root).as_posix(), path=path)
+                path = Path(directory) / name  # id from the whole path: two folders' side/1.jpg are two images
+                yield Item(path.relative_to(root).as_posix(), path=path, id_key=str(path))
 
 
 def _read_manifest(path: Path) -> Listing:
@@ -108,8 +110,12 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         if not reader.fieldnames or not {"path", "url"} & set(reader.fieldnames):
             raise SourceError(f"{path}: a CSV manifest needs a header row with a 'path' or 'url' column "
                               f"(and 'image_id'); found {reader.fieldnames}")
-        for number, row in enumerate(reader, start=2):  # row 1 is the header
-            yield number, {key: value for key, value in row.items() if key is not None and value not in (None, "")}
+        try:
+            for number, row in enumerate(reader, start=2):  # row 1 is the header
+                yield number, {key: value for key, value in row.items()
+                               if key is not None and value not in (None, "")}
+        except csv.Error as exc:
+            raise SourceError(f"{path} is not valid CSV at line {reader.line_num}: {exc}") from None
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -139,6 +145,8 @@ def _manifest_item(row: dict[str, Any], base: Path) -> Item:
     if bool(path) == bool(url):
         raise ValueError("needs exactly one of 'path' and 'url'")
     raw_id = row.pop("image_id", None)
+    if reserved := sorted(set(row) & RESERVED_PAYLOAD):
+        raise ValueError(f"column(s) {', '.join(reserved)} are the indexer's own payload fields; rename them")
     location = Path(str(path)).expanduser() if path else None
     if location is not None and not location.is_absolute():
         location = base / location  # relative to the manifest, wherever the command runs from

@@ -22,6 +22,7 @@ from clip_vectorize.errors import StoreError
 PointId = int | str
 # Payload keys the indexer writes beside image_id and path or url; a manifest's extra columns cannot override them.
 MODEL, SOURCE, CONTENT_HASH, FILE_SIZE, FILE_MTIME = "model", "source", "content_hash", "file_size", "file_mtime_ns"
+RESERVED_PAYLOAD = frozenset({"image_id", "path", "url", MODEL, SOURCE, CONTENT_HASH, FILE_SIZE, FILE_MTIME})
 SCROLL_PAGE = 1000
 
 

@@ -17,7 +17,7 @@ from concurrent import futures
 from typing import Any
 
 from flask import Blueprint, Flask, request
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.workers.gthread import _DEFER, ThreadWorker
 
 from clip_vectorize.errors import OverloadedError
 
@@ -68,6 +68,8 @@ class QuickRefusalWorker(ThreadWorker):
                 self._busy -= 1
 
     def _handle_on_refusal_thread(self, conn: Any) -> Any:
+        if not conn.initialized and not conn.data_ready and not conn.wait_for_data(0):
+            return _DEFER  # nothing sent yet: back to the poller, never a refusal thread held waiting for it
         self._on_refusal_thread.active = True
         return self.handle(conn)
 
