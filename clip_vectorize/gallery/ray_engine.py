@@ -90,7 +90,7 @@ class ReadTask:
 
     def __call__(self, batch: Any) -> Any:
         columns: dict[str, list] = {"content_hash": [], "problem": [], "twin": [], "pixels": [], "shape": [],
-                                    "refusal": []}
+                                    "refusal": [], "file_stat": []}
         for path, url in zip(batch["path"], batch["url"]):
             read = read_item(Item("", path=Path(path) if path else None, url=url or None), self.policy)
             twin = self.known_hashes.get(read.content_hash or "")
@@ -106,6 +106,7 @@ class ReadTask:
             columns["pixels"].append(pixels.tobytes())  # bytes: one Arrow type whether an image came or not
             columns["shape"].append(json.dumps(pixels.shape))
             columns["refusal"].append(refusal)
+            columns["file_stat"].append(json.dumps(read.file_stat))  # taken before reading, on the reading node
         return batch.assign(**columns)
 
 
@@ -130,7 +131,7 @@ def _from_row(item: Item, row: dict[str, Any]) -> tuple[ReadItem, Any]:
     if row["problem"]:
         reason, detail = json.loads(row["problem"])
         return ReadItem(item, problem=Skipped(item.location, reason, detail)), None
-    read = ReadItem(item, content_hash=row["content_hash"] or None)
+    read = ReadItem(item, content_hash=row["content_hash"] or None, file_stat=json.loads(row["file_stat"]))
     if row["twin"]:
         return read, json.loads(row["twin"])
     if row["refusal"]:
