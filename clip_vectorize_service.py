@@ -17,7 +17,7 @@ from flask import Flask
 from transformers.utils import logging as transformers_logging
 
 from clip_encoder import ClipEncoder
-from clip_vectorize.inference.model_loading import resolve_model_source
+from clip_vectorize.inference.model_source import resolve_model_source
 from clip_vectorize.inference.vectors import Encoder
 from clip_vectorize.web import encode, openai_api, probes
 from clip_vectorize.web.access_control import install_api_key, install_cors

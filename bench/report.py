@@ -82,20 +82,22 @@ def _comparison_lines(results: dict) -> list[str]:
 
 def _precision_table(results: dict) -> str:
     """Per scenario and precision: items/s and p50 against naive's; then worker peak RSS per precision."""
-    naive = results.get("naive", {}).get("scenarios", {})
     precisions = results.get("precisions", ["fp32"])
     rows = [("scenario", *(f"{p} /s (x naive), p50 ms (x naive)" for p in precisions))]
     for name in results["scenarios"]:
-        cells = []
-        for precision in precisions:
-            figures = results.get(_ours(precision), {}).get("scenarios", {}).get(name, {})
-            rate, p50, base = figures.get("items_per_s"), figures.get("p50_ms"), naive.get(name, {})
-            cells.append(f"{_num(rate, 1)} ({_ratio(rate, base.get('items_per_s'))}), "
-                         f"{_num(p50, 0)} ({_ratio(p50, base.get('p50_ms'))})")
+        cells = ["{} ({}), {} ({})".format(*_against_naive(results, name, precision)) for precision in precisions]
         rows.append((name, *cells))
     rows.append(("worker peak RSS MiB", *(_num(results.get(_ours(p), {}).get("peak_rss", {}).get("workers_sum_mib"), 0)
                                           for p in precisions)))
     return _table(rows, left=1)
+
+
+def _against_naive(results: dict, scenario: str, precision: str) -> tuple[str, str, str, str]:
+    """Ours at `precision` in `scenario`: items/s, its ratio to naive's, p50 ms, its ratio to naive's p50."""
+    own = results.get(_ours(precision), {}).get("scenarios", {}).get(scenario, {})
+    base = results.get("naive", {}).get("scenarios", {}).get(scenario, {})
+    rate, p50 = own.get("items_per_s"), own.get("p50_ms")
+    return (_num(rate, 1), _ratio(rate, base.get("items_per_s")), _num(p50, 0), _ratio(p50, base.get("p50_ms")))
 
 
 def _ours(precision: str) -> str:
@@ -280,11 +282,8 @@ def _markdown_comparison(results: dict) -> str:
     for name in results["scenarios"]:
         base = naive.get(name, {})
         cells = [f"{_num(base.get('items_per_s'), 1)}/s, p50 {_num(base.get('p50_ms'), 0)} ms"]
-        for precision in ran:
-            own = results[_ours(precision)]["scenarios"].get(name, {})
-            rate, p50 = own.get("items_per_s"), own.get("p50_ms")
-            cells.append(f"{_num(rate, 1)}/s (**{_ratio(rate, base.get('items_per_s'))}**), "
-                         f"p50 {_num(p50, 0)} ms ({_ratio(p50, base.get('p50_ms'))})")
+        cells += ["{}/s (**{}**), p50 {} ms ({})".format(*_against_naive(results, name, precision))
+                  for precision in ran]
         rows.append([SCENARIO_NAMES.get(name, name), *cells])
     rows.append(["worker peak RSS", *(f"{_num(results.get(s, {}).get('peak_rss', {}).get('workers_sum_mib'), 0)} MiB"
                                       for s in ["naive", *map(_ours, ran)])])

@@ -13,6 +13,14 @@ class InvalidImageError(EncoderError):
     """The bytes given are not an image we can decode (or are too large to decode safely)."""
 
 
+class EmptyImageError(InvalidImageError):
+    """Zero bytes where an image was expected."""
+
+
+class ImageTooLargeError(InvalidImageError):
+    """More pixels than CLIP_MAX_IMAGE_PIXELS: refused from the header, or by Pillow's decompression-bomb guard."""
+
+
 class UnknownEncoderError(EncoderError):
     """A request asked for a text encoder that is not loaded (e.g. "multilingual" without a multilingual model)."""
 

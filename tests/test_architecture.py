@@ -160,3 +160,16 @@ def test_importing_every_module_loads_no_model_reads_no_environment_and_starts_n
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "imported" in done.stdout
+
+
+def test_the_indexer_command_names_its_model_without_loading_torch():
+    """A rerun with nothing to encode must stay quick: importing the command and resolving the model's name leave
+    torch (seconds to import) unloaded; only loading the encoder brings it in."""
+    script = (f"import sys; sys.path.insert(0, {str(PROJECT_ROOT)!r})\n"
+              "from clip_vectorize.gallery import __main__ as command\n"
+              "from config import Settings\n"
+              "command.resolve_model_source(Settings())\n"
+              f"print(sorted(name for name in {sorted(RUNTIMES)!r} if name in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "[]"

@@ -10,7 +10,8 @@ from transformers import CLIPModel, CLIPProcessor
 
 from clip_encoder import ClipEncoder
 from clip_vectorize.errors import InvalidImageError, ModelLoadError
-from clip_vectorize.inference.model_loading import pick_device, resolve_model_source
+from clip_vectorize.inference.model_loading import pick_device
+from clip_vectorize.inference.model_source import resolve_model_source
 from config import DEFAULT_MODEL, Settings
 from support.assertions import rowwise_cosine
 from support.images import encode_image_bytes, photo_like

@@ -23,6 +23,7 @@ from clip_vectorize.gallery.console import BarProgress, LogProgress, render_summ
 from clip_vectorize.gallery.indexer import Engine, IndexOptions, LocalEngine, Summary, index, model_id
 from clip_vectorize.gallery.sources import list_source
 from clip_vectorize.gallery.store import GalleryStore, StoreConfig
+from clip_vectorize.inference.model_source import resolve_model_source  # no torch: a rerun with nothing to do is quick
 from clip_vectorize.url_fetch import UrlPolicy
 from config import Settings
 
@@ -74,7 +75,7 @@ def run_index(args: argparse.Namespace, settings: Settings) -> Summary:
     listing = list_source(args.source)
     config = StoreConfig(settings.qdrant_collection, settings.qdrant_url, settings.qdrant_api_key,
                          settings.qdrant_path)
-    options = IndexOptions(model=model_id(_model_name(settings)), upsert_batch=args.batch, prune=args.prune)
+    options = IndexOptions(model=model_id(resolve_model_source(settings)), upsert_batch=args.batch, prune=args.prune)
     engine = _engine(args, settings, config)
     store = GalleryStore(config)
     try:
@@ -107,7 +108,7 @@ def load_clip_encoder(settings: Settings) -> Any:
     from clip_encoder import ClipEncoder
 
     began = time.monotonic()
-    logger.info("loading the model (%s)", _model_name(settings))
+    logger.info("loading the model (%s)", resolve_model_source(settings))
     encoder = ClipEncoder.load(settings)
     logger.info("model loaded in %.1f s", time.monotonic() - began)
     return encoder
@@ -118,12 +119,6 @@ def load_image_preparer(settings: Settings) -> Callable[[bytes], Any]:
     from clip_encoder import image_preparer
 
     return image_preparer(settings)
-
-
-def _model_name(settings: Settings) -> str:
-    from clip_vectorize.inference.model_loading import resolve_model_source
-
-    return resolve_model_source(settings)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,6 +21,8 @@ import numpy as np
 from qdrant_client import models
 
 from clip_vectorize.errors import (
+    EmptyImageError,
+    ImageTooLargeError,
     InvalidImageError,
     OverloadedError,
     SourceError,
@@ -286,7 +288,7 @@ class PointWriter:
                                    SOURCE: self.source, CONTENT_HASH: read.content_hash}
         if item.path is not None:
             payload["path"] = str(item.path)
-            payload.update(read.file_stat or file_stat(item))
+            payload.update(read.file_stat)
         else:
             payload["url"] = item.url
         return payload
@@ -311,14 +313,12 @@ def _reader_encoder(encoder: ImageEncoder, url_policy: UrlPolicy,
 def encode_one(encoder: ImageEncoder, blob: bytes) -> ImageResult:
     """One image's vector or refusal. A full queue or a passed deadline means the model is busy, not that the
     image is bad: try again, a few times, before giving up on the run."""
-    for attempt in range(ENCODE_ATTEMPTS):
+    for _ in range(ENCODE_ATTEMPTS - 1):
         try:
             return encoder.encode_images([blob])[0]
         except OverloadedError:
-            if attempt == ENCODE_ATTEMPTS - 1:
-                raise
             time.sleep(1.0)
-    raise AssertionError("unreachable")
+    return encoder.encode_images([blob])[0]  # the last attempt's OverloadedError ends the run
 
 
 def read_item(item: Item, url_policy: UrlPolicy) -> ReadItem:
@@ -340,10 +340,9 @@ def skip_reason(exc: InvalidImageError) -> str:
         return "URL refused"
     if isinstance(exc, UrlFetchError):
         return "URL unreachable"
-    message = str(exc)
-    if "0 bytes" in message:
+    if isinstance(exc, EmptyImageError):
         return "empty file"
-    if "too many pixels" in message or "pixels" in message and "limit" in message:
+    if isinstance(exc, ImageTooLargeError):
         return "too many pixels"
     return "not a readable image"
 
@@ -352,15 +351,14 @@ def ordered_map(pool: ThreadPoolExecutor, function: Callable[[Item], Any], items
                 window: int) -> Iterator[Any]:
     """`function` over `items` on `pool`, results in input order, at most `window` in flight (so an interrupted
     run has not read far ahead, and memory stays bounded)."""
-    pending: list[Future] = []
-    queue = iter(items)
+    pending: deque[Future] = deque()
     try:
-        for item in queue:
+        for item in items:
             pending.append(pool.submit(function, item))
             if len(pending) >= window:
-                yield pending.pop(0).result()
+                yield pending.popleft().result()
         while pending:
-            yield pending.pop(0).result()
+            yield pending.popleft().result()
     finally:
         for future in pending:
             future.cancel()

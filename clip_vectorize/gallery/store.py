@@ -66,22 +66,14 @@ class GalleryStore:
     def exists(self) -> bool:
         return self.client.collection_exists(self.collection)
 
-    def count(self) -> int:
-        return self.client.count(self.collection, exact=True).count if self.exists() else 0
-
-    def dimension(self) -> int | None:
-        if not self.exists():
-            return None
-        vectors = self.client.get_collection(self.collection).config.params.vectors
-        return vectors.size if isinstance(vectors, models.VectorParams) else None
-
     def ensure_collection(self, dimension: int) -> None:
         """Create the collection (cosine, `dimension`) when missing; a different dimension is an error."""
         if not self.exists():
             self.client.create_collection(
                 self.collection, vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE))
             return
-        existing = self.dimension()
+        vectors = self.client.get_collection(self.collection).config.params.vectors
+        existing = vectors.size if isinstance(vectors, models.VectorParams) else None  # None: named vectors
         if existing != dimension:
             raise StoreError(f"collection '{self.collection}' in {self.config.where} holds {existing}-d vectors; "
                              f"this model makes {dimension}-d ones. Index into another collection "

@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from clip_vectorize.errors import InvalidImageError
+from clip_vectorize.errors import EmptyImageError, ImageTooLargeError, InvalidImageError
 
 
 def load_rgb_image(data: bytes, max_pixels: int, draft_size: int | None = None) -> Image.Image:
@@ -19,7 +19,7 @@ def load_rgb_image(data: bytes, max_pixels: int, draft_size: int | None = None) 
     `draft_size` (the DCT does the downscaling): several times faster for camera photos.
     """
     if not data:
-        raise InvalidImageError("image is empty (0 bytes)")
+        raise EmptyImageError("image is empty (0 bytes)")
     register_optional_formats()
     try:
         with warnings.catch_warnings():
@@ -36,7 +36,7 @@ def load_rgb_image(data: bytes, max_pixels: int, draft_size: int | None = None) 
         raise InvalidImageError(
             "data is not an image in a format we can read (JPEG, PNG, WebP, GIF, HEIC, BMP, TIFF...)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InvalidImageError(
+        raise ImageTooLargeError(
             f"image has too many pixels to decode safely; the limit is {max_pixels} (CLIP_MAX_IMAGE_PIXELS)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidImageError(f"image data is truncated or corrupt ({exc})") from None
@@ -68,6 +68,6 @@ def register_optional_formats() -> bool:
 def _check_pixels(image: Image.Image, max_pixels: int) -> None:
     width, height = image.size
     if width * height > max_pixels:
-        raise InvalidImageError(
+        raise ImageTooLargeError(
             f"image is {width}x{height}: too many pixels; the limit is {max_pixels} (CLIP_MAX_IMAGE_PIXELS)"
         )

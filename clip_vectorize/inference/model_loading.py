@@ -17,13 +17,12 @@ from transformers import AutoTokenizer, CLIPConfig, CLIPImageProcessorPil, CLIPM
 
 from clip_vectorize.errors import ModelLoadError
 from clip_vectorize.inference.backends import Backend, ImageTower, OnnxBackend, TextTower, TorchBackend
-from clip_vectorize.inference.model_source import Source, loading, locate_model
+from clip_vectorize.inference.model_source import Source, loading, locate_model, resolve_model_source
 from clip_vectorize.inference.onnx_export import cached_towers
-from config import DEFAULT_MODEL, Settings
+from config import Settings
 
 logger = logging.getLogger(__name__)
 
-REFERENCE_PROJECT_MODEL_DIR = "clip-vit-base-patch32"  # where the old deployment kept its model
 HUB_FILES = ("*.json", "*.txt", "*.safetensors")  # config, tokenizer, preprocessor and weights; nothing else
 _FIX_HINT = (
     "Fix: set CLIP_MODEL to a local directory in Hugging Face format (config.json, model.safetensors, "
@@ -71,18 +70,6 @@ class ModelParts:
 
 def clip_source(settings: Settings) -> Source:
     return Source("CLIP_MODEL", resolve_model_source(settings), "CLIP model", _FIX_HINT, HUB_FILES)
-
-
-def resolve_model_source(settings: Settings) -> str:
-    """CLIP_MODEL if set; else the old deployment's `$CLIP_REFERENCE_PROJECT/clip-vit-base-patch32/`; else the
-    hub id."""
-    if settings.model:
-        return settings.model
-    if settings.reference_project:
-        legacy_dir = Path(settings.reference_project).expanduser() / REFERENCE_PROJECT_MODEL_DIR
-        if legacy_dir.is_dir():
-            return str(legacy_dir)
-    return DEFAULT_MODEL
 
 
 def pick_device(requested: str) -> str:

@@ -14,6 +14,9 @@ from pathlib import Path
 from huggingface_hub import snapshot_download
 
 from clip_vectorize.errors import ModelLoadError
+from config import DEFAULT_MODEL, Settings
+
+REFERENCE_PROJECT_MODEL_DIR = "clip-vit-base-patch32"  # where the old deployment kept its model
 
 
 @dataclass(frozen=True)
@@ -53,3 +56,15 @@ def locate_model(source: Source) -> tuple[Path, str]:
     with loading(source, where):
         return Path(snapshot_download(repo_id=source.value, allow_patterns=list(source.hub_files),
                                       ignore_patterns=list(source.hub_skipped) or None)), where
+
+
+def resolve_model_source(settings: Settings) -> str:
+    """CLIP_MODEL if set; else the old deployment's `$CLIP_REFERENCE_PROJECT/clip-vit-base-patch32/`; else the
+    hub id."""
+    if settings.model:
+        return settings.model
+    if settings.reference_project:
+        legacy_dir = Path(settings.reference_project).expanduser() / REFERENCE_PROJECT_MODEL_DIR
+        if legacy_dir.is_dir():
+            return str(legacy_dir)
+    return DEFAULT_MODEL
