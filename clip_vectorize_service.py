@@ -17,13 +17,14 @@ from flask import Flask
 from transformers.utils import logging as transformers_logging
 
 from clip_encoder import ClipEncoder
+from clip_vectorize.errors import GalleryError
 from clip_vectorize.inference.model_source import resolve_model_source
 from clip_vectorize.inference.vectors import Encoder
-from clip_vectorize.web import encode, openai_api, probes
+from clip_vectorize.web import encode, gallery, openai_api, page, probes, search
 from clip_vectorize.web.access_control import install_api_key, install_cors
 from clip_vectorize.web.busy_refusal import install_busy_refusal
 from clip_vectorize.web.http_errors import register_error_handlers
-from clip_vectorize.web.observability import install_request_tracking
+from clip_vectorize.web.observability import install_live_request_count, install_request_tracking
 from clip_vectorize.web.state import ServiceState, service_state
 from config import Settings
 
@@ -46,12 +47,14 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
     state = ServiceState(settings, resolve_model_source(settings), OPENAPI_DOCUMENT.read_bytes())
     state.install(app)
     install_request_tracking(app, state.metrics)
+    install_live_request_count(app, state.live_requests, [encode.blueprint, search.blueprint, openai_api.blueprint])
     install_busy_refusal(app, exempt_blueprints=[probes.blueprint])
-    install_api_key(app, settings.api_key, open_blueprints=[probes.blueprint])
+    # The page is open: it asks for the key and sends it with every call it makes.
+    install_api_key(app, settings.api_key, open_blueprints=[probes.blueprint, page.blueprint])
     install_cors(app, settings.cors_origins)
-    app.register_blueprint(probes.blueprint)
-    app.register_blueprint(encode.blueprint)
-    app.register_blueprint(openai_api.blueprint)
+    for blueprint in (probes.blueprint, encode.blueprint, openai_api.blueprint, search.blueprint, gallery.blueprint,
+                      page.blueprint):
+        app.register_blueprint(blueprint)
     register_error_handlers(app)
     if encoder is not None:
         state.attach(encoder)
@@ -68,10 +71,20 @@ def app_from_environment() -> Flask:
         logger.critical("clip-vectorize cannot start: %s", exc)
         raise SystemExit(WORKER_BOOT_ERROR) from None
     app = create_app(settings)
-    loader = threading.Thread(target=_load_encoder, args=(service_state(app), settings), name="model-loader",
-                              daemon=True)
-    loader.start()
+    state = service_state(app)
+    threading.Thread(target=_load_encoder, args=(state, settings), name="model-loader", daemon=True).start()
+    if state.gallery.indexes_at_start:
+        threading.Thread(target=_index_gallery, args=(state,), name="gallery-start", daemon=True).start()
     return app
+
+
+def _index_gallery(state: ServiceState) -> None:
+    """CLIP_GALLERY_DIR with the embedded store: index it now (its run waits for the model; failures reach
+    /gallery/status and the log, and the service serves on)."""
+    try:
+        state.gallery.reindex()
+    except GalleryError as exc:  # the store locked by the command-line indexer, say: POST /gallery/reindex later
+        logger.error("cannot index the gallery at start-up: %s", exc)
 
 
 def _load_encoder(state: ServiceState, settings: Settings) -> None:

@@ -109,6 +109,11 @@ class Settings(EnvSettings):
     qdrant_path: str = setting("QDRANT_PATH", "./qdrant_data", "Folder of the embedded Qdrant store (qdrant-client "
                                "local mode, one process at a time), when QDRANT_URL is unset")
     qdrant_collection: str = setting("QDRANT_COLLECTION", "car_images", "The gallery's Qdrant collection")
+    gallery_dir: str | None = setting(
+        "CLIP_GALLERY_DIR", None, "A folder of images the service indexes in the background at start-up (embedded "
+        "store) and on POST /gallery/reindex, and serves thumbnails from")
+    thumbnail_dir: str = setting("CLIP_THUMBNAIL_DIR", "./thumbnails", "Where thumbnails of CLIP_GALLERY_DIR images "
+                                 "are cached (made on first request)")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -23,6 +23,18 @@ def _server_settings() -> ServerSettings:
         raise SystemExit(_BOOT_ERROR) from None
 
 
+def _refuse_an_embedded_gallery_in_several_workers(workers: int) -> None:
+    """The embedded Qdrant store admits one process: a gallery folder indexed into it needs the one worker."""
+    try:
+        app = Settings.from_env()
+    except ValueError:  # the worker stops start-up with that error in one line
+        return
+    if workers > 1 and app.gallery_dir and not app.qdrant_url:
+        print("clip-vectorize cannot start: CLIP_GALLERY_DIR with the embedded Qdrant store needs CLIP_WORKERS=1 "
+              "(the store admits one process); for several workers use a Qdrant server (QDRANT_URL)", file=sys.stderr)
+        raise SystemExit(_BOOT_ERROR)
+
+
 def _default_threads() -> int:
     """The model's queue plus a batch in flight plus headroom, from the app's own settings."""
     try:
@@ -33,6 +45,7 @@ def _default_threads() -> int:
 
 
 _server = _server_settings()
+_refuse_an_embedded_gallery_in_several_workers(_server.workers)
 wsgi_app = "clip_vectorize_service:app_from_environment()"
 bind = [_server.bind]
 

@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# Run the whole test suite on a fresh machine: virtualenv with requirements_dev.txt, Debian's systemd
-# package for `systemd-analyze verify` if it is missing (needs root), then ruff, mypy and pytest.
+# Run the whole test suite on a fresh machine: virtualenv with requirements_dev.txt, the Debian packages the
+# end-to-end tests need (when root), then ruff, mypy and pytest.
 # Extra args go to pytest.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")/.."
 venv=${CLIP_VENV:-.venv}
 deploy/ensure_venv.sh "$venv" requirements_dev.txt
-if ! command -v systemd-analyze >/dev/null 2>&1; then
+# Debian packages the end-to-end tests drive as users run them: systemd-analyze (unit files), nginx (replicas),
+# chromium (the search page in a real browser). Installed when missing and we are root; else those tests skip.
+missing=()
+for pair in systemd-analyze:systemd nginx:nginx chromium:chromium; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] || missing+=("${pair##*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd) >/dev/null
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      "${missing[@]}") >/dev/null
   else
-    echo "systemd-analyze is missing and we are not root: the unit-file test will be skipped" >&2
+    echo "missing ${missing[*]} and not root: the tests that need them will be skipped" >&2
   fi
 fi
 # Lint (with import order) and types first: they take seconds and fail fast.

@@ -107,3 +107,13 @@ def test_a_bad_gunicorn_setting_stops_start_up_with_one_line_naming_it(monkeypat
         gunicorn_config()
     assert stopped.value.code == 3
     assert capsys.readouterr().err.strip() == "clip-vectorize cannot start: CLIP_WORKERS must be an integer; got 'two'"
+
+
+def test_a_gallery_folder_in_the_embedded_store_with_several_workers_stops_start_up(monkeypatch, capsys):
+    monkeypatch.setenv("CLIP_WORKERS", "2")
+    monkeypatch.setenv("CLIP_GALLERY_DIR", "/srv/photos")
+    with pytest.raises(SystemExit) as stopped:
+        gunicorn_config()
+    assert stopped.value.code == 3 and "QDRANT_URL" in capsys.readouterr().err
+    monkeypatch.setenv("QDRANT_URL", "http://qdrant:6333")  # a server admits every worker
+    assert gunicorn_config()["workers"] == 2

@@ -16,8 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
-
 from clip_vectorize.errors import GalleryError, ModelLoadError
 from clip_vectorize.gallery.console import BarProgress, LogProgress, render_summary, write_skipped
 from clip_vectorize.gallery.indexer import Engine, IndexOptions, LocalEngine, Summary, index, model_id
@@ -58,10 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()
         summary = run_index(args, settings)
     except (GalleryError, ModelLoadError, ValueError) as exc:
-        logger.error("cannot index: %s", exc)
-        return CANNOT_RUN
-    except (ResponseHandlingException, UnexpectedResponse) as exc:  # the server failed in the middle of the run
-        logger.error("cannot index: Qdrant answered %s; the points written so far are kept, run again", exc)
+        logger.error("cannot index: %s", exc)  # the points written so far are kept: the same command continues
         return CANNOT_RUN
     except KeyboardInterrupt:
         logger.warning("interrupted: the points written so far are kept; run the same command to continue")
@@ -73,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_index(args: argparse.Namespace, settings: Settings) -> Summary:
     listing = list_source(args.source)
-    config = StoreConfig(settings.qdrant_collection, settings.qdrant_url, settings.qdrant_api_key,
-                         settings.qdrant_path)
+    config = StoreConfig.from_settings(settings)
     options = IndexOptions(model=model_id(resolve_model_source(settings)), upsert_batch=args.batch, prune=args.prune)
     engine = _engine(args, settings, config)
     store = GalleryStore(config)

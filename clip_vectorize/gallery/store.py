@@ -8,6 +8,8 @@ disagree with it.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +19,11 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from clip_vectorize.errors import StoreError
+from clip_vectorize.errors import CollectionMissingError, StoreError
+from config import Settings
 
 PointId = int | str
+Vector = Sequence[float] | np.ndarray
 # Payload keys the indexer writes beside image_id and path or url; a manifest's extra columns cannot override them.
 MODEL, SOURCE, CONTENT_HASH, FILE_SIZE, FILE_MTIME = "model", "source", "content_hash", "file_size", "file_mtime_ns"
 RESERVED_PAYLOAD = frozenset({"image_id", "path", "url", MODEL, SOURCE, CONTENT_HASH, FILE_SIZE, FILE_MTIME})
@@ -34,6 +38,14 @@ class StoreConfig:
     url: str | None = None
     api_key: str | None = None
     path: str = "./qdrant_data"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StoreConfig:
+        return cls(settings.qdrant_collection, settings.qdrant_url, settings.qdrant_api_key, settings.qdrant_path)
+
+    @property
+    def embedded(self) -> bool:
+        return not self.url
 
     @property
     def where(self) -> str:
@@ -59,20 +71,36 @@ class GalleryStore:
         self.config = config
         self.collection = config.collection
         self.client = _connect(config)
+        # The embedded store is plain Python dicts and arrays, not made for a search thread reading while an index
+        # thread writes: one call at a time. A server's client is thread-safe, and searches run side by side.
+        self._lock: contextlib.AbstractContextManager = (
+            threading.Lock() if config.embedded else contextlib.nullcontext())
+
+    @contextlib.contextmanager
+    def _one_at_a_time(self) -> Iterator[None]:
+        """One call into the client: serialized for the embedded store, a server's failure as a StoreError."""
+        with self._lock:
+            try:
+                yield
+            except (ResponseHandlingException, UnexpectedResponse) as exc:
+                raise StoreError(f"{self.config.where} failed: {exc}") from None
 
     def close(self) -> None:
         self.client.close()
 
     def exists(self) -> bool:
-        return self.client.collection_exists(self.collection)
+        with self._one_at_a_time():
+            return self.client.collection_exists(self.collection)
 
     def ensure_collection(self, dimension: int) -> None:
         """Create the collection (cosine, `dimension`) when missing; a different dimension is an error."""
         if not self.exists():
-            self.client.create_collection(
-                self.collection, vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE))
+            with self._one_at_a_time():
+                self.client.create_collection(self.collection, vectors_config=models.VectorParams(
+                    size=dimension, distance=models.Distance.COSINE))
             return
-        vectors = self.client.get_collection(self.collection).config.params.vectors
+        with self._one_at_a_time():
+            vectors = self.client.get_collection(self.collection).config.params.vectors
         existing = vectors.size if isinstance(vectors, models.VectorParams) else None  # None: named vectors
         if existing != dimension:
             raise StoreError(f"collection '{self.collection}' in {self.config.where} holds {existing}-d vectors; "
@@ -81,7 +109,8 @@ class GalleryStore:
 
     def recreate(self) -> None:
         if self.exists():
-            self.client.delete_collection(self.collection)
+            with self._one_at_a_time():
+                self.client.delete_collection(self.collection)
 
     def foreign_models(self, model: str) -> list[str]:
         """Model ids other than `model` found in points' payloads (at most a few, for the message)."""
@@ -101,25 +130,60 @@ class GalleryStore:
         """Stored vectors by id: a renamed file's vector is copied instead of encoded again."""
         if not ids:
             return {}
-        records = self.client.retrieve(self.collection, list(ids), with_payload=False, with_vectors=True)
+        with self._one_at_a_time():
+            records = self.client.retrieve(self.collection, list(ids), with_payload=False, with_vectors=True)
         return {_point_id(record.id): list(np.asarray(record.vector, np.float32).tolist()) for record in records
                 if record.vector is not None}
 
     def upsert(self, points: Sequence[models.PointStruct]) -> None:
         """Write and wait until Qdrant has applied it: only then is the work done."""
         if points:
-            self.client.upsert(self.collection, points=list(points), wait=True)
+            with self._one_at_a_time():
+                self.client.upsert(self.collection, points=list(points), wait=True)
 
     def delete(self, ids: Sequence[PointId]) -> None:
         if ids:
-            self.client.delete(self.collection, points_selector=models.PointIdsList(points=list(ids)), wait=True)
+            with self._one_at_a_time():
+                self.client.delete(self.collection, points_selector=models.PointIdsList(points=list(ids)), wait=True)
+
+    def nearest(self, vector: Vector, limit: int, offset: int = 0, score_threshold: float | None = None,
+                condition: models.Filter | None = None) -> list[models.ScoredPoint]:
+        """The points nearest to `vector` (cosine, best first), with their payloads."""
+        self.require_collection()
+        query = np.asarray(vector, np.float32).tolist()
+        with self._one_at_a_time():
+            return self.client.query_points(self.collection, query=query, limit=limit, offset=offset,
+                                            score_threshold=score_threshold, query_filter=condition,
+                                            with_payload=True).points
+
+    def point(self, point_id: PointId) -> IndexedPoint | None:
+        """One point's payload, or None when there is no such point."""
+        self.require_collection()
+        with self._one_at_a_time():
+            records = self.client.retrieve(self.collection, [point_id], with_payload=True, with_vectors=False)
+        return IndexedPoint(_point_id(records[0].id), records[0].payload or {}) if records else None
+
+    def count(self) -> int:
+        """Points in the collection; 0 before anything is indexed."""
+        if not self.exists():
+            return 0
+        with self._one_at_a_time():
+            return self.client.count(self.collection, exact=True).count
+
+    def require_collection(self) -> None:
+        if not self.exists():
+            raise CollectionMissingError(
+                f"the collection '{self.collection}' does not exist in {self.config.where}: nothing has been indexed "
+                "yet. Index a folder (python -m clip_vectorize.gallery index FOLDER, or start the service with "
+                "CLIP_GALLERY_DIR), or set QDRANT_COLLECTION to the collection that holds the gallery")
 
     def _scroll(self, condition: models.Filter | None, fields: list[str] | bool,
                 limit: int | None = None) -> Iterator[IndexedPoint]:
         offset, seen = None, 0
         while True:
-            points, offset = self.client.scroll(self.collection, scroll_filter=condition, limit=SCROLL_PAGE,
-                                                offset=offset, with_payload=fields, with_vectors=False)
+            with self._one_at_a_time():
+                points, offset = self.client.scroll(self.collection, scroll_filter=condition, limit=SCROLL_PAGE,
+                                                    offset=offset, with_payload=fields, with_vectors=False)
             for point in points:
                 yield IndexedPoint(_point_id(point.id), point.payload or {})
                 seen += 1

@@ -9,11 +9,19 @@ from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from clip_vectorize.errors import (
+    CollectionMissingError,
     DeadlineExceededError,
     EncoderError,
+    GalleryError,
+    IndexRunningError,
+    InvalidFilterError,
     InvalidImageError,
     ModelNotReadyError,
+    NoGalleryFolderError,
     OverloadedError,
+    PointNotFoundError,
+    StoreError,
+    ThumbnailUnavailableError,
     UnknownEncoderError,
 )
 
@@ -56,12 +64,19 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
 
 
 # Domain error -> (status, code, extra headers). Order matters: subclasses before their bases.
-_DOMAIN_ERRORS: list[tuple[type[EncoderError], int, str, dict[str, str]]] = [
+_DOMAIN_ERRORS: list[tuple[type[Exception], int, str, dict[str, str]]] = [
     (InvalidImageError, 400, "invalid_image", {}),
     (UnknownEncoderError, 400, "unknown_encoder", {}),
     (ModelNotReadyError, 503, "model_not_ready", {"Retry-After": RETRY_AFTER_SECONDS}),
     (DeadlineExceededError, 503, "deadline_exceeded", {"Retry-After": "1"}),
     (OverloadedError, 503, "overloaded", {"Retry-After": "1"}),
+    (InvalidFilterError, 400, "invalid_filter", {}),
+    (CollectionMissingError, 404, "no_collection", {}),
+    (PointNotFoundError, 404, "point_not_found", {}),
+    (NoGalleryFolderError, 404, "no_gallery_folder", {}),
+    (ThumbnailUnavailableError, 404, "no_thumbnail", {}),
+    (IndexRunningError, 409, "index_running", {}),
+    (StoreError, 503, "store_unavailable", {"Retry-After": RETRY_AFTER_SECONDS}),
 ]
 
 
@@ -71,12 +86,14 @@ def register_error_handlers(app: Flask) -> None:
         return error_response(exc.status, exc.code, str(exc), exc.headers, exc.param)
 
     @app.errorhandler(EncoderError)
-    def _encoder_error(exc: EncoderError):
+    @app.errorhandler(GalleryError)
+    def _domain_error(exc: EncoderError | GalleryError):
         for kind, status, code, headers in _DOMAIN_ERRORS:
             if isinstance(exc, kind):
                 return error_response(status, code, str(exc), headers)
-        logger.exception("encoder failed on %s %s", request.method, request.path)
-        return error_response(500, "encoder_error", "the encoder failed; see the service log")
+        logger.exception("%s failed on %s %s", type(exc).__name__, request.method, request.path)
+        what = "encoder" if isinstance(exc, EncoderError) else "gallery"
+        return error_response(500, f"{what}_error", f"the {what} failed; see the service log")
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

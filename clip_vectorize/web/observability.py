@@ -10,13 +10,17 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
-from flask import Flask, Response, g, request
+from flask import Blueprint, Flask, Response, g, request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from clip_vectorize.inference.vectors import Encoder
+
+if TYPE_CHECKING:  # state imports this module for Metrics
+    from clip_vectorize.web.state import LiveRequests
 
 access_log = logging.getLogger("clip_vectorize.access")
 
@@ -36,11 +40,16 @@ class Metrics:
         )
         self.batch_size = Histogram("clip_batch_size", "Items per forward pass", ["encoder", "tower"],
                                     registry=self.registry, buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+        self.qdrant_query_seconds = Histogram(
+            "clip_qdrant_query_seconds", "Qdrant's own search time (the query alone, not encoding the text or image)",
+            registry=self.registry, buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
         self.model_load_seconds = Gauge("clip_model_load_seconds", "Seconds the model took to load and warm up",
                                         registry=self.registry)
         ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, CPU seconds, open fds
         self.encoder: Encoder | None = None
         self.registry.register(_EncoderCollector(self))
+        self.gallery_points: Callable[[], int | None] = lambda: None
+        self.registry.register(_GalleryCollector(self))
 
     def watch(self, encoder: Encoder) -> None:
         """Follow this encoder: its forward passes feed the batch-size histogram; scrapes read its queues and cache."""
@@ -75,6 +84,34 @@ class _EncoderCollector:
             cache.add_metric([name, "hit"], counts.hits)
             cache.add_metric([name, "miss"], counts.misses)
         yield cache
+
+
+class _GalleryCollector:
+    """The collection's point count, read at scrape time (absent until the service has opened the store)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        points = self._metrics.gallery_points()
+        if points is not None:
+            yield GaugeMetricFamily("clip_gallery_points", "Points in the gallery's Qdrant collection", value=points)
+
+
+def install_live_request_count(app: Flask, live: LiveRequests, blueprints: Iterable[Blueprint]) -> None:
+    """Count the requests of `blueprints` while they are served (the gallery's background index yields to them)."""
+    names = {blueprint.name for blueprint in blueprints}
+
+    @app.before_request
+    def _enter() -> None:
+        if request.blueprint in names:
+            live.enter()
+            g.live_request = True
+
+    @app.teardown_request
+    def _leave(exc: BaseException | None) -> None:
+        if g.pop("live_request", False):
+            live.leave()
 
 
 def install_request_tracking(app: Flask, metrics: Metrics) -> None:

@@ -1,0 +1,137 @@
+"""Indexing the service's own gallery folder (CLIP_GALLERY_DIR) on a background thread, behind live requests.
+
+The run is the command-line indexer's (same plan, same point writer, `--prune`: the folder is the gallery), fed
+through the service's loaded encoder. It stays out of the way of searches and encodes in two ways: two reading
+threads, so at most two gallery images are in any forward pass, and an encoder wrapper that holds each image back
+while a live request is being served.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from clip_vectorize.errors import EncoderError, GalleryError, IndexRunningError
+from clip_vectorize.gallery.indexer import ImageEncoder, IndexOptions, LocalEngine, Summary, index
+from clip_vectorize.gallery.sources import list_source
+from clip_vectorize.gallery.store import GalleryStore
+from clip_vectorize.inference.vectors import ImageInput, ImageResult
+from clip_vectorize.url_fetch import UrlPolicy
+
+logger = logging.getLogger(__name__)
+
+READING_THREADS = 2  # enough to decode the next image while one encodes; few enough to leave the model to requests
+MAX_YIELD_S = 2.0  # under a steady stream of requests the run still moves: one image per this long at worst
+YIELD_POLL_S = 0.01
+
+
+@dataclass
+class RunStatus:
+    """What GET /gallery/status shows of the latest run."""
+
+    state: str = "idle"  # idle, running, done or failed
+    total: int = 0  # images to read in this run (the unchanged ones are not read)
+    done: int = 0
+    started_at: float | None = None  # Unix time
+    finished_at: float | None = None
+    indexed: int = 0
+    reused: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    skipped: int = 0
+    error: str | None = None
+
+    def finish(self, summary: Summary) -> None:
+        self.state, self.finished_at = "done", time.time()
+        self.indexed, self.reused, self.unchanged = summary.indexed, summary.reused, summary.unchanged
+        self.deleted, self.skipped = summary.deleted, len(summary.skipped)
+
+
+class RunProgress:
+    """The indexer's progress, kept where the status endpoint can read it."""
+
+    def __init__(self, status: RunStatus) -> None:
+        self.status = status
+
+    def start(self, total: int) -> None:
+        self.status.total = total
+
+    def advance(self, count: int) -> None:
+        self.status.done += count
+
+    def close(self) -> None:
+        pass
+
+
+class PoliteEncoder:
+    """The live encoder, asked only when no live request is being served (or after MAX_YIELD_S of waiting)."""
+
+    def __init__(self, encoder: ImageEncoder, busy: Callable[[], bool]) -> None:
+        self.encoder, self.busy = encoder, busy
+
+    def encode_images(self, images: Sequence[ImageInput]) -> list[ImageResult]:
+        deadline = time.monotonic() + MAX_YIELD_S
+        while self.busy() and time.monotonic() < deadline:
+            time.sleep(YIELD_POLL_S)
+        return self.encoder.encode_images(images)
+
+
+class BackgroundIndex:
+    """One folder into one store, one run at a time. `model` names the model points record; `wait_for_encoder`
+    blocks until the service's model is up."""
+
+    def __init__(self, folder: Path, store: GalleryStore, model: Callable[[], str],
+                 wait_for_encoder: Callable[[], ImageEncoder], busy: Callable[[], bool], url_policy: UrlPolicy,
+                 on_finish: Callable[[], None] = lambda: None) -> None:
+        self.folder, self.store, self.model = folder, store, model
+        self.load_encoder = lambda: PoliteEncoder(wait_for_encoder(), busy)
+        self.url_policy, self.on_finish = url_policy, on_finish
+        self.status = RunStatus()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> RunStatus:
+        """Begin a run on a background thread; an IndexRunningError while one is under way."""
+        with self._lock:
+            if self.running:
+                raise IndexRunningError(f"{self.folder} is being indexed ({self.status.done} of {self.status.total} "
+                                        "images read); see GET /gallery/status")
+            self.status = RunStatus(state="running", started_at=time.time())
+            self._thread = threading.Thread(target=self._run, args=(self.status,), name="gallery-index", daemon=True)
+            self._thread.start()
+        return self.status
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def wait(self, timeout: float | None = None) -> RunStatus:
+        """The status once the current run has ended (tests, and a clean shutdown)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.status
+
+    def describe(self) -> dict[str, Any]:
+        return asdict(self.status)
+
+    def _run(self, status: RunStatus) -> None:
+        try:
+            listing = list_source(str(self.folder))
+            engine = LocalEngine(self.load_encoder, self.url_policy, READING_THREADS)
+            options = IndexOptions(model=self.model(), prune=True)
+            status.finish(index(listing, self.store, options, engine, RunProgress(status)))
+            logger.info("gallery %s indexed: %d new, %d reused, %d unchanged, %d deleted, %d skipped", self.folder,
+                        status.indexed, status.reused, status.unchanged, status.deleted, status.skipped)
+        except (GalleryError, EncoderError, OSError) as exc:
+            status.state, status.error, status.finished_at = "failed", str(exc), time.time()
+            logger.error("indexing the gallery %s failed: %s", self.folder, exc)
+        except Exception as exc:  # a background thread's failure must reach the status, not vanish
+            status.state, status.error, status.finished_at = "failed", f"unexpected error: {exc}", time.time()
+            logger.exception("indexing the gallery %s failed", self.folder)
+        finally:
+            self.on_finish()

@@ -1,0 +1,113 @@
+"""The gallery as the running service holds it: its store (opened on first use, then kept), searches over it, the
+background index of CLIP_GALLERY_DIR, and its thumbnails.
+
+The embedded store admits one process: while the service holds it, the command-line indexer is refused (and the
+other way round: the service answers 503 until the indexer is done, then opens it). A Qdrant server has no such
+limit; several replicas and the indexer share it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from clip_vectorize.errors import GalleryError, NoGalleryFolderError
+from clip_vectorize.gallery.background import BackgroundIndex
+from clip_vectorize.gallery.indexer import ImageEncoder, model_id
+from clip_vectorize.gallery.search import GallerySearch
+from clip_vectorize.gallery.store import GalleryStore, StoreConfig
+from clip_vectorize.gallery.thumbnails import Thumbnails
+from clip_vectorize.url_fetch import UrlPolicy
+from config import Settings
+
+
+class LiveGallery:
+    """`model_name` names the service's model (before it is loaded too); `wait_for_encoder` blocks until the
+    model is up; `busy` says whether a live request is being served (the background index waits for it);
+    `on_query` hears how long each Qdrant query took."""
+
+    def __init__(self, settings: Settings, model_name: Callable[[], str], wait_for_encoder: Callable[[], ImageEncoder],
+                 busy: Callable[[], bool], on_query: Callable[[float], None]) -> None:
+        self.config = StoreConfig.from_settings(settings)
+        self._model_name = model_name
+        self.folder = Path(settings.gallery_dir).expanduser().resolve() if settings.gallery_dir else None
+        self.thumbnails = (Thumbnails(self.folder, Path(settings.thumbnail_dir), settings.max_image_pixels)
+                           if self.folder else None)
+        self._wait_for_encoder, self._busy, self._on_query = wait_for_encoder, busy, on_query
+        self._url_policy = UrlPolicy.from_settings(settings)
+        self._store: GalleryStore | None = None
+        self._background: BackgroundIndex | None = None
+        self._lock = threading.Lock()
+        self._other_models: list[str] | None = None  # cached: finding them scans the collection
+
+    @property
+    def model(self) -> str:
+        """The id points of this service's model record (the indexer command's `model_id`)."""
+        return model_id(self._model_name())
+
+    @property
+    def indexes_at_start(self) -> bool:
+        """The one-machine path: a folder and the embedded store. With a server, the indexer command fills it."""
+        return self.folder is not None and self.config.embedded
+
+    def store(self) -> GalleryStore:
+        """The store, opened now if it is not yet; a StoreError (503) while it cannot be, tried again next time."""
+        with self._lock:
+            if self._store is None:
+                self._store = GalleryStore(self.config)
+            return self._store
+
+    def search(self) -> GallerySearch:
+        return GallerySearch(self.store(), self._on_query)
+
+    def reindex(self) -> BackgroundIndex:
+        """Start indexing the folder in the background (an IndexRunningError while a run is under way)."""
+        index = self._background_index()
+        index.start()
+        return index
+
+    def _background_index(self) -> BackgroundIndex:
+        if self.folder is None:
+            raise NoGalleryFolderError("no gallery folder: start the service with CLIP_GALLERY_DIR=/path/to/photos, "
+                                       "or index with python -m clip_vectorize.gallery index FOLDER")
+        store = self.store()
+        with self._lock:
+            if self._background is None:
+                self._background = BackgroundIndex(self.folder, store, lambda: self.model, self._wait_for_encoder,
+                                                   self._busy, self._url_policy, on_finish=self._forget_models)
+            return self._background
+
+    @property
+    def indexing(self) -> BackgroundIndex | None:
+        return self._background
+
+    def points_if_open(self) -> int | None:
+        """Points in the collection, or None when the store is not open: a metrics scrape must not be what takes
+        the embedded store from the command-line indexer."""
+        store = self._store
+        if store is None:
+            return None
+        try:
+            return store.count()
+        except GalleryError:
+            return None
+
+    def status(self) -> dict[str, Any]:
+        store = self.store()
+        if self._other_models is None:
+            self._other_models = store.foreign_models(self.model)
+        indexing = self._background.describe() if self._background else None
+        return {"collection": self.config.collection, "store": self.config.where, "exists": store.exists(),
+                "points": store.count(), "model": self.model, "other_models": self._other_models,
+                "gallery_dir": str(self.folder) if self.folder else None, "indexing": indexing}
+
+    def close(self) -> None:
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+
+    def _forget_models(self) -> None:
+        self._other_models = None

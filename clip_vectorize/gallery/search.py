@@ -1,0 +1,110 @@
+"""Searching the gallery's collection: the images nearest a vector or an indexed image, narrowed by a Qdrant filter.
+
+No threshold by default: CLIP's text-to-image cosine scores of good matches are often 0.2-0.3, so a fixed cut-off
+hides results; callers that want one pass `score_threshold`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+from qdrant_client import models
+
+from clip_vectorize.errors import InvalidFilterError, PointNotFoundError
+from clip_vectorize.gallery.store import GalleryStore, IndexedPoint, PointId, Vector
+
+FILTER_EXAMPLE = '{"must": [{"key": "brand", "match": {"value": "BMW"}}, {"key": "year", "range": {"gte": 2020}}]}'
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    limit: int = 20
+    offset: int = 0
+    score_threshold: float | None = None
+    condition: models.Filter | None = None
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: PointId
+    score: float
+    payload: dict[str, Any]
+
+
+def parse_filter(raw: object) -> models.Filter:
+    """Qdrant's own filter JSON (must / should / must_not of match, range, ... conditions) as qdrant-client's
+    model; anything else is an InvalidFilterError naming the first problem."""
+    if not isinstance(raw, dict):
+        raise InvalidFilterError(f"'filter' must be a JSON object in Qdrant's filter format, e.g. {FILTER_EXAMPLE}")
+    try:
+        return models.Filter.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"] if "[" not in str(part))  # drop pydantic's union labels
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise InvalidFilterError(f"'filter' is not a Qdrant filter: {where}: {first['msg']}{more}. "
+                                 f"Example: {FILTER_EXAMPLE}") from None
+
+
+def parse_point_id(raw: object) -> PointId | None:
+    """A point id as Qdrant takes it: an unsigned integer or a UUID (in any of its spellings); None otherwise."""
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
+        return raw
+    if isinstance(raw, str):
+        if raw.isdigit():
+            return int(raw)
+        try:
+            return str(uuid.UUID(raw))
+        except ValueError:
+            pass
+    return None
+
+
+class GallerySearch:
+    """Queries against one store; `on_query` hears how long each of Qdrant's own queries took (for metrics)."""
+
+    def __init__(self, store: GalleryStore, on_query: Callable[[float], None] = lambda seconds: None) -> None:
+        self.store = store
+        self.on_query = on_query
+
+    def near_vector(self, vector: Vector, query: SearchQuery) -> list[Hit]:
+        return self._nearest(vector, query)
+
+    def near_point(self, point_id: PointId, query: SearchQuery) -> list[Hit]:
+        """More like an indexed image; the image itself is left out of its own results."""
+        self.store.require_collection()
+        vector = self.store.vectors([point_id]).get(point_id)
+        if vector is None:
+            raise self._not_found(point_id)
+        itself = models.HasIdCondition(has_id=[point_id])
+        condition = query.condition or models.Filter()
+        narrowed = condition.model_copy(update={"must_not": [*(_as_list(condition.must_not)), itself]})
+        return self._nearest(vector, SearchQuery(query.limit, query.offset, query.score_threshold, narrowed))
+
+    def require_point(self, point_id: PointId) -> IndexedPoint:
+        point = self.store.point(point_id)
+        if point is None:
+            raise self._not_found(point_id)
+        return point
+
+    def _not_found(self, point_id: PointId) -> PointNotFoundError:
+        return PointNotFoundError(f"no point {point_id} in the collection '{self.store.collection}'")
+
+    def _nearest(self, vector: Vector, query: SearchQuery) -> list[Hit]:
+        began = time.perf_counter()
+        points = self.store.nearest(vector, query.limit, query.offset, query.score_threshold, query.condition)
+        self.on_query(time.perf_counter() - began)
+        return [Hit(point.id if isinstance(point.id, int) else str(point.id), point.score, point.payload or {})
+                for point in points]
+
+
+def _as_list(conditions: Any) -> list:
+    """A filter clause may hold one condition or a list of them."""
+    if conditions is None:
+        return []
+    return list(conditions) if isinstance(conditions, list) else [conditions]

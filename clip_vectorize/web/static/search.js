@@ -1,0 +1,311 @@
+// The search page: text, photo and "more like this" searches over the service's own JSON endpoints.
+// A search lives in the page URL (?q=... or ?similar=<id>, with &min=<threshold>) so it can be shared;
+// a photo search cannot be (the photo stays in this browser). No framework, no build step.
+"use strict";
+
+const PAGE_SIZE = 20;
+const KEY_STORAGE = "clip-vectorize-api-key";
+const STATUS_POLL_MS = 2000;
+const MODEL_RETRY_MS = 5000;
+
+const $ = (id) => document.getElementById(id);
+const needsKey = document.body.dataset.needsKey === "true";
+
+let current = null; // the search on screen: {kind: "text"|"similar"|"photo", value, results: []}
+let statusTimer = null;
+const thumbnailUrls = []; // object URLs of fetched thumbnails, released when the grid is cleared
+
+// ---------------------------------------------------------------- calling the service
+
+function apiKey() {
+  return sessionStorage.getItem(KEY_STORAGE) || "";
+}
+
+async function call(path, options = {}) {
+  const headers = new Headers(options.headers || {});
+  if (apiKey()) headers.set("Authorization", `Bearer ${apiKey()}`);
+  const response = await fetch(path, { ...options, headers });
+  if (response.status === 401 && needsKey) {
+    sessionStorage.removeItem(KEY_STORAGE);
+    askForKey("That API key was not accepted; enter it again.");
+  }
+  return response;
+}
+
+async function callJson(path, options) {
+  const response = await call(path, options);
+  let body = null;
+  try {
+    body = await response.json();
+  } catch (ignored) {
+    body = { status: "error", error: `the service answered ${response.status} without JSON`, code: "bad_response" };
+  }
+  return { response, body };
+}
+
+function postJson(path, payload) {
+  return callJson(path, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(payload),
+  });
+}
+
+// ---------------------------------------------------------------- searching
+
+function threshold() {
+  const value = Number($("threshold").value);
+  return value > 0 ? value : null;
+}
+
+function searchOptions(offset) {
+  const options = { limit: PAGE_SIZE, offset };
+  if (threshold() !== null) options.score_threshold = threshold();
+  return options;
+}
+
+function request(search, offset) {
+  if (search.kind === "text") return postJson("/search", { text: search.value, ...searchOptions(offset) });
+  if (search.kind === "similar") return postJson("/search-similar", { id: search.value, ...searchOptions(offset) });
+  const form = new FormData();
+  form.append("image", search.value, search.value.name || "photo");
+  for (const [name, value] of Object.entries(searchOptions(offset))) form.append(name, String(value));
+  return callJson("/search-by-image", { method: "POST", body: form });
+}
+
+async function runSearch(search, { append = false } = {}) {
+  if (!append) {
+    clearResults();
+    current = { ...search, results: [] };
+  }
+  showMessage(append ? "Loading more…" : "Searching…");
+  const { response, body } = await request(current, current.results.length);
+  if (!response.ok) return showFailure(response, body, () => runSearch(search, { append }));
+  current.results.push(...body.results);
+  body.results.forEach(addResult);
+  $("load-more").hidden = body.results.length < PAGE_SIZE;
+  describeResults(body);
+}
+
+function describeResults(body) {
+  const count = current.results.length;
+  if (count === 0) {
+    const hint = threshold() !== null ? " Lower the minimum score, or try other words." : " Try other words.";
+    showMessage(`No images match.${hint}`);
+  } else {
+    showMessage("");
+  }
+  const what = { text: `“${current.value}”`, similar: "images like the one chosen", photo: "your photo" }[current.kind];
+  const encoder = body.encoder ? `, ${body.encoder} encoder` : "";
+  $("query-summary").textContent = count ? `${count} results for ${what} (model ${body.model}${encoder})` : "";
+}
+
+function showFailure(response, body, retry) {
+  if (response.status === 503 && body.code === "model_not_ready") {
+    showMessage("The model is still loading; trying again in a few seconds…");
+    setTimeout(retry, MODEL_RETRY_MS);
+  } else if (body.code === "no_collection") {
+    showMessage("The gallery is empty: nothing has been indexed yet. Start the service with CLIP_GALLERY_DIR, " +
+      "or run python -m clip_vectorize.gallery index FOLDER.", true);
+  } else if (response.status !== 401) {
+    showMessage(`${body.error || "The search failed."} (${response.status} ${body.code || ""})`, true);
+  }
+}
+
+function showMessage(text, isError = false) {
+  $("message").textContent = text;
+  $("message").classList.toggle("error", isError);
+}
+
+// ---------------------------------------------------------------- the grid
+
+function clearResults() {
+  $("results").replaceChildren();
+  $("query-summary").textContent = "";
+  $("load-more").hidden = true;
+  thumbnailUrls.splice(0).forEach((url) => URL.revokeObjectURL(url));
+}
+
+function addResult(result) {
+  const item = document.createElement("li");
+  item.className = "result";
+  item.dataset.id = String(result.id);
+  const frame = document.createElement("div");
+  frame.className = "frame";
+  item.append(frame, resultMeta(result));
+  $("results").append(item);
+  showThumbnail(frame, result);
+}
+
+function resultMeta(result) {
+  const meta = document.createElement("div");
+  meta.className = "meta";
+  const score = document.createElement("span");
+  score.className = "score";
+  score.textContent = result.score.toFixed(3);
+  const name = document.createElement("span");
+  name.className = "name";
+  name.textContent = String(result.payload.image_id ?? result.payload.path ?? result.id);
+  const similar = document.createElement("button");
+  similar.type = "button";
+  similar.className = "more-like-this";
+  similar.textContent = "More like this · 相似图片";
+  similar.addEventListener("click", () => navigate({ kind: "similar", value: result.id }));
+  meta.append(score, name, similar);
+  return meta;
+}
+
+async function showThumbnail(frame, result) {
+  const img = document.createElement("img");
+  img.alt = String(result.payload.image_id ?? result.id);
+  img.loading = "lazy";
+  if (result.payload.url && !result.payload.path) {
+    img.src = result.payload.url; // a URL item: the browser loads it from where it lives
+    frame.append(img);
+    return;
+  }
+  const response = await call(`/gallery/thumbnails/${encodeURIComponent(result.id)}`);
+  if (!response.ok) {
+    const missing = document.createElement("span");
+    missing.className = "missing";
+    missing.textContent = "no thumbnail";
+    frame.append(missing);
+    return;
+  }
+  const url = URL.createObjectURL(await response.blob()); // fetched with the key: an <img src> could not send it
+  thumbnailUrls.push(url);
+  img.src = url;
+  frame.append(img);
+}
+
+// ---------------------------------------------------------------- the URL holds the search
+
+function navigate(search) {
+  if (search.kind !== "photo") {
+    const params = new URLSearchParams();
+    params.set(search.kind === "text" ? "q" : "similar", String(search.value));
+    if (threshold() !== null) params.set("min", String(threshold()));
+    history.pushState(null, "", `?${params}`);
+  } else {
+    history.pushState(null, "", location.pathname);
+  }
+  runSearch(search);
+}
+
+function searchFromUrl() {
+  const params = new URLSearchParams(location.search);
+  const min = Number(params.get("min"));
+  if (min > 0) setThreshold(min);
+  if (params.get("q")) {
+    $("query").value = params.get("q");
+    return { kind: "text", value: params.get("q") };
+  }
+  const similar = params.get("similar");
+  if (similar) return { kind: "similar", value: /^\d+$/.test(similar) ? Number(similar) : similar };
+  return null;
+}
+
+function setThreshold(value) {
+  $("threshold").value = String(value);
+  $("threshold-value").textContent = value > 0 ? Number(value).toFixed(2) : "off";
+}
+
+// ---------------------------------------------------------------- the gallery's state
+
+async function refreshStatus() {
+  clearTimeout(statusTimer);
+  const { response, body } = await callJson("/gallery/status");
+  if (!response.ok) {
+    $("gallery-status").textContent = response.status === 401 ? "" : `Gallery: ${body.error || response.status}`;
+    return;
+  }
+  const run = body.indexing;
+  let text = body.exists ? `${body.points} images indexed · model ${body.model}` : "The gallery is empty.";
+  if (run && run.state === "running") {
+    text += ` · indexing ${run.done} of ${run.total || "?"}…`;
+    statusTimer = setTimeout(refreshStatus, STATUS_POLL_MS);
+  } else if (run && run.state === "failed") {
+    text += ` · the last index run failed: ${run.error}`;
+  }
+  $("gallery-status").textContent = text;
+}
+
+// ---------------------------------------------------------------- the API key
+
+function askForKey(message) {
+  $("key-form").hidden = false;
+  showMessage(message, true);
+  $("api-key").focus();
+}
+
+function keyEntered(event) {
+  event.preventDefault();
+  sessionStorage.setItem(KEY_STORAGE, $("api-key").value.trim());
+  $("key-form").hidden = true;
+  showMessage("");
+  start();
+}
+
+// ---------------------------------------------------------------- photos: picker and drop zone
+
+function searchPhoto(file) {
+  if (!file) return;
+  if (!file.type.startsWith("image/")) {
+    showMessage(`${file.name} is not an image.`, true);
+    return;
+  }
+  $("query").value = "";
+  navigate({ kind: "photo", value: file });
+}
+
+function wireDropZone() {
+  const zone = $("drop-zone");
+  for (const type of ["dragenter", "dragover"]) {
+    document.addEventListener(type, (event) => {
+      event.preventDefault();
+      zone.classList.add("over");
+    });
+  }
+  document.addEventListener("dragleave", (event) => {
+    if (event.relatedTarget === null) zone.classList.remove("over");
+  });
+  document.addEventListener("drop", (event) => {
+    event.preventDefault();
+    zone.classList.remove("over");
+    searchPhoto(event.dataTransfer.files[0]);
+  });
+  zone.addEventListener("click", () => $("photo").click());
+  zone.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" || event.key === " ") $("photo").click();
+  });
+}
+
+// ---------------------------------------------------------------- start
+
+function start() {
+  if (needsKey && !apiKey()) {
+    askForKey("This service needs its API key.");
+    return;
+  }
+  refreshStatus();
+  const search = searchFromUrl();
+  if (search) runSearch(search);
+}
+
+$("search-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = $("query").value.trim();
+  if (text) navigate({ kind: "text", value: text });
+});
+$("threshold").addEventListener("input", () => setThreshold(Number($("threshold").value)));
+$("threshold").addEventListener("change", () => current && current.kind !== "photo"
+  ? navigate(current) : current && runSearch(current));
+$("photo").addEventListener("change", () => searchPhoto($("photo").files[0]));
+$("load-more").addEventListener("click", () => runSearch(current, { append: true }));
+$("key-form").addEventListener("submit", keyEntered);
+window.addEventListener("popstate", () => {
+  const search = searchFromUrl();
+  if (search) runSearch(search);
+});
+wireDropZone();
+start();
