@@ -1,8 +1,8 @@
 """Indexing the service's own gallery folder (CLIP_GALLERY_DIR) on a background thread, behind live requests.
 
 The run is the command-line indexer's (same plan, same point writer, `--prune`: the folder is the gallery), fed
-through the service's loaded encoder. It stays out of the way of searches and encodes in two ways: two reading
-threads, so at most two gallery images are in any forward pass, and an encoder wrapper that holds each image back
+through the service's loaded encoder. It stays out of the way of searches and encodes in two ways: one reading
+thread, so at most one gallery image is in any forward pass, and an encoder wrapper that holds each image back
 while a live request is being served.
 """
 
@@ -25,7 +25,7 @@ from clip_vectorize.url_fetch import UrlPolicy
 
 logger = logging.getLogger(__name__)
 
-READING_THREADS = 2  # enough to decode the next image while one encodes; few enough to leave the model to requests
+READING_THREADS = 1  # one gallery photo per forward pass: a live request never shares the CPU with a batch of them
 MAX_YIELD_S = 2.0  # under a steady stream of requests the run still moves: one image per this long at worst
 YIELD_POLL_S = 0.01
 

@@ -12,7 +12,17 @@ from collections.abc import Callable
 
 import pytest
 
-from support.nginx import SITE_CONF, FakeReplica, Nginx, nginx_binary, start_nginx, stop_nginx, with_max_conns
+from support.nginx import (
+    SITE_CONF,
+    FakeReplica,
+    Nginx,
+    check_conf,
+    nginx_binary,
+    start_nginx,
+    stop_nginx,
+    with_max_conns,
+    write_conf,
+)
 from support.service_process import HOST, Service, post_json, request, start_service, stop, wait_until_healthy
 
 pytestmark = [
@@ -20,6 +30,13 @@ pytestmark = [
     pytest.mark.timeout(180),
     pytest.mark.skipif(nginx_binary() is None, reason="nginx is not installed (tests/run.sh installs it as root)"),
 ]
+
+
+def test_the_deploy_file_passes_nginx_t(tmp_path):
+    # Inside a minimal nginx.conf; only its log directory and listen address are moved.
+    result = check_conf(write_conf(tmp_path, upstream_ports=[5001, 5002], listen_port=8080))
+    assert result.returncode == 0, result.stderr
+    assert "[warn]" not in result.stderr and "[emerg]" not in result.stderr, result.stderr
 
 
 # ------------------------------------------------------------------- two real replicas (tiny model) and nginx
