@@ -17,7 +17,7 @@ from flask import Flask
 from transformers.utils import logging as transformers_logging
 
 from clip_encoder import ClipEncoder
-from clip_vectorize.errors import GalleryError
+from clip_vectorize.errors import GalleryError, StoreError
 from clip_vectorize.inference.model_source import resolve_model_source
 from clip_vectorize.inference.vectors import Encoder
 from clip_vectorize.web import encode, gallery, openai_api, page, probes, search
@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 PROJECT_DIR = Path(__file__).resolve().parent
 GUNICORN_CONFIG = PROJECT_DIR / "deploy" / "gunicorn.conf.py"
 OPENAPI_DOCUMENT = PROJECT_DIR / "clip_vectorize" / "web" / "openapi.json"
+STORE_RETRY_S = 30
 WORKER_BOOT_ERROR = 3  # gunicorn's arbiter stops (rather than respawning forever) when a worker exits with 3
 
 
@@ -80,11 +81,18 @@ def app_from_environment() -> Flask:
 
 def _index_gallery(state: ServiceState) -> None:
     """CLIP_GALLERY_DIR with the embedded store: index it now (its run waits for the model; failures reach
-    /gallery/status and the log, and the service serves on)."""
-    try:
-        state.gallery.reindex()
-    except GalleryError as exc:  # the store locked by the command-line indexer, say: POST /gallery/reindex later
-        logger.error("cannot index the gallery at start-up: %s", exc)
+    /gallery/status and the log, and the service serves on). A store held by the indexer command is tried again
+    every STORE_RETRY_S until that command is done."""
+    while True:
+        try:
+            state.gallery.reindex()
+            return
+        except StoreError as exc:
+            logger.warning("cannot index the gallery yet: %s; trying again in %d s", exc, STORE_RETRY_S)
+            time.sleep(STORE_RETRY_S)
+        except GalleryError as exc:
+            logger.error("cannot index the gallery: %s", exc)
+            return
 
 
 def _load_encoder(state: ServiceState, settings: Settings) -> None:

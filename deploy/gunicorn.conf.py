@@ -33,6 +33,10 @@ def _refuse_an_embedded_gallery_in_several_workers(workers: int) -> None:
         print("clip-vectorize cannot start: CLIP_GALLERY_DIR with the embedded Qdrant store needs CLIP_WORKERS=1 "
               "(the store admits one process); for several workers use a Qdrant server (QDRANT_URL)", file=sys.stderr)
         raise SystemExit(_BOOT_ERROR)
+    if workers > 1 and not app.qdrant_url:  # encoding is fine; searching is not, so say it once, at start-up
+        print(f"clip-vectorize: with CLIP_WORKERS={workers} and the embedded Qdrant store only the first worker to "
+              "open the store can search (the others answer 503 store_unavailable); set QDRANT_URL to search from "
+              "every worker", file=sys.stderr)
 
 
 def _default_threads() -> int:

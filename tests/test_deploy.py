@@ -117,3 +117,10 @@ def test_a_gallery_folder_in_the_embedded_store_with_several_workers_stops_start
     assert stopped.value.code == 3 and "QDRANT_URL" in capsys.readouterr().err
     monkeypatch.setenv("QDRANT_URL", "http://qdrant:6333")  # a server admits every worker
     assert gunicorn_config()["workers"] == 2
+    assert capsys.readouterr().err == ""
+
+
+def test_several_workers_on_the_embedded_store_are_warned_that_one_of_them_can_search(monkeypatch, capsys):
+    monkeypatch.setenv("CLIP_WORKERS", "2")
+    assert gunicorn_config()["workers"] == 2
+    assert "only the first worker to open the store can search" in capsys.readouterr().err

@@ -160,6 +160,11 @@ def test_bad_search_options_are_a_400_naming_the_option(gallery, body, param):
     assert status == 400 and answer["status"] == "error" and f"'{param}'" in answer["error"]
 
 
+def test_a_filter_in_qdrants_shape_that_the_store_refuses_is_a_400_too(gallery):
+    status, answer = search(gallery[0], text="car", filter={"must": [{"key": "", "match": {"value": "BMW"}}]})
+    assert status == 400 and answer["code"] == "invalid_filter"
+
+
 @pytest.mark.parametrize("bad_filter", [
     {"muts": []},
     {"must": "brand"},
@@ -177,6 +182,8 @@ def test_a_malformed_filter_is_a_400_with_an_example_of_a_good_one(gallery, bad_
     (987654, 404, "point_not_found"),
     ("7c0b5a8e-0000-4000-8000-000000000000", 404, "point_not_found"),
     ("not-an-id", 400, "bad_request"),
+    ("²", 400, "bad_request"),  # a Unicode digit, not a number
+    (2**64, 400, "bad_request"),
     (-3, 400, "bad_request"),
     (None, 400, "bad_request"),
 ])
@@ -281,6 +288,38 @@ def test_a_second_reindex_while_one_runs_is_a_409(tiny_encoder, tmp_path):
     assert service_state(client.application).gallery.indexing.wait(60).state == "done"
 
 
+def test_searches_while_the_service_indexes_are_answered(tiny_encoder, tmp_path):
+    """Request threads and the index thread share the embedded store: every search answers, none fails."""
+    photos = tmp_path / "photos"
+    write_photos(photos, 24)
+    app = make_app(tiny_encoder, gallery_dir=str(photos), qdrant_path=str(tmp_path / "q"))
+    client, gallery = app.test_client(), service_state(app).gallery
+    gallery.reindex()
+    statuses = set()
+    while gallery.indexing.status.state == "running":
+        response = client.post("/search", json={"text": "car", "limit": 5})
+        statuses.add((response.status_code, response.get_json().get("code")))
+    assert statuses <= {(200, None), (404, "no_collection")}, statuses
+    assert gallery.indexing.wait(60).state == "done"
+    assert len(search(client, text="car", limit=100)[1]["results"]) == 24
+
+
+def test_a_store_held_at_start_up_is_indexed_once_it_is_free(tiny_encoder, tmp_path, monkeypatch):
+    import clip_vectorize_service
+
+    monkeypatch.setattr(clip_vectorize_service, "STORE_RETRY_S", 0.05)
+    photos = tmp_path / "photos"
+    write_photos(photos, 2)
+    holder = GalleryStore(StoreConfig("car_images", path=str(tmp_path / "q")))  # the indexer command, say
+    app = make_app(tiny_encoder, gallery_dir=str(photos), qdrant_path=str(tmp_path / "q"))
+    state = service_state(app)
+    starting = threading.Thread(target=clip_vectorize_service._index_gallery, args=(state,))
+    starting.start()
+    holder.close()
+    starting.join(30)
+    assert not starting.is_alive() and state.gallery.indexing.wait(60).state == "done"
+
+
 def test_reindex_without_a_gallery_folder_is_a_404_saying_how(tiny_encoder):
     response = make_app(tiny_encoder).test_client().post("/gallery/reindex")
     assert response.status_code == 404 and "CLIP_GALLERY_DIR" in response.get_json()["error"]
@@ -309,14 +348,18 @@ def test_a_thumbnail_is_a_small_jpeg_made_once_and_cached(gallery, tmp_path):
     assert image.format == "JPEG" and max(image.size) <= 320
     again = client.get(f"/gallery/thumbnails/{point}", headers={"If-None-Match": first.headers["ETag"]})
     assert again.status_code == 304
+    assert first.cache_control.private and not first.cache_control.public  # it was behind the API key
 
 
-def test_a_point_whose_path_leaves_the_gallery_gets_no_thumbnail(gallery, tmp_path):
+def test_a_point_whose_path_leaves_the_gallery_gets_no_thumbnail(gallery):
     client, photos = gallery
     store = service_state(client.application).gallery.store()
-    secret = tmp_path / "secret.jpg"
+    secret = photos.parent / "secret.jpg"  # a readable image, one step outside the gallery folder
     secret.write_bytes(encode_image_bytes(photo_like(64, 48)))
-    forged = {101: str(secret), 102: f"{photos}/../{secret.name}", 103: "../../../../etc/passwd", 104: "/etc/passwd"}
+    link = photos / "front" / "link.jpg"
+    link.symlink_to(secret)
+    forged = {101: str(secret), 102: f"{photos}/../{secret.name}", 103: "../secret.jpg", 104: "/etc/passwd",
+              105: str(link), 106: "../../../../etc/passwd"}
     vector = [0.1] * store.client.get_collection(store.collection).config.params.vectors.size
     store.upsert([models.PointStruct(id=point, vector=vector, payload={"path": path})
                   for point, path in forged.items()])
@@ -326,9 +369,11 @@ def test_a_point_whose_path_leaves_the_gallery_gets_no_thumbnail(gallery, tmp_pa
             assert response.status_code == 404 and response.get_json()["code"] == "no_thumbnail", point
     finally:
         store.delete(list(forged))
+        link.unlink()
 
 
 @pytest.mark.parametrize("path", ["/gallery/thumbnails/..%2F..%2Fetc%2Fpasswd", "/gallery/thumbnails/abc",
+                                  "/gallery/thumbnails/%C2%B2",
                                   "/gallery/thumbnails/%2Fetc%2Fpasswd"])
 def test_a_thumbnail_path_that_is_not_a_point_id_is_a_json_404(gallery, path):
     response = gallery[0].get(path)

@@ -108,7 +108,7 @@ class BackgroundIndex:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self.status.state == "running"  # not the thread: it lives a moment after the status says done
 
     def wait(self, timeout: float | None = None) -> RunStatus:
         """The status once the current run has ended (tests, and a clean shutdown)."""

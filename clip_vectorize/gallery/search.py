@@ -16,6 +16,7 @@ import pydantic
 from qdrant_client import models
 
 from clip_vectorize.errors import InvalidFilterError, PointNotFoundError
+from clip_vectorize.gallery.sources import MAX_POINT_ID
 from clip_vectorize.gallery.store import GalleryStore, IndexedPoint, PointId, Vector
 
 FILTER_EXAMPLE = '{"must": [{"key": "brand", "match": {"value": "BMW"}}, {"key": "year", "range": {"gte": 2020}}]}'
@@ -52,16 +53,16 @@ def parse_filter(raw: object) -> models.Filter:
 
 
 def parse_point_id(raw: object) -> PointId | None:
-    """A point id as Qdrant takes it: an unsigned integer or a UUID (in any of its spellings); None otherwise."""
-    if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
-        return raw
+    """A point id as Qdrant takes it: an unsigned 64-bit integer or a UUID (in any of its spellings); else None."""
+    if isinstance(raw, str) and raw.isascii() and raw.isdigit():
+        raw = int(raw)
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw if 0 <= raw <= MAX_POINT_ID else None
     if isinstance(raw, str):
-        if raw.isdigit():
-            return int(raw)
         try:
             return str(uuid.UUID(raw))
         except ValueError:
-            pass
+            return None
     return None
 
 

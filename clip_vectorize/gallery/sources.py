@@ -159,7 +159,7 @@ def _image_id(raw: Any) -> int | str:
     if isinstance(raw, bool) or isinstance(raw, float):
         raise ValueError(f"image_id must be an integer or a string; got {raw!r}")
     text = str(raw).strip()
-    if isinstance(raw, int) or text.isdigit():
+    if isinstance(raw, int) or (text.isascii() and text.isdigit()):  # not "²" or "٣": Unicode digits too
         value = int(text)
         if not 0 <= value <= MAX_POINT_ID:
             raise ValueError(f"integer image_id {value} is outside Qdrant's point id range 0..2^64-1")

@@ -19,7 +19,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from clip_vectorize.errors import CollectionMissingError, StoreError
+from clip_vectorize.errors import CollectionMissingError, InvalidFilterError, StoreError
 from config import Settings
 
 PointId = int | str
@@ -28,6 +28,10 @@ Vector = Sequence[float] | np.ndarray
 MODEL, SOURCE, CONTENT_HASH, FILE_SIZE, FILE_MTIME = "model", "source", "content_hash", "file_size", "file_mtime_ns"
 RESERVED_PAYLOAD = frozenset({"image_id", "path", "url", MODEL, SOURCE, CONTENT_HASH, FILE_SIZE, FILE_MTIME})
 SCROLL_PAGE = 1000
+
+
+class _Refused(StoreError):
+    """A Qdrant server's 4xx: the request was wrong (or the collection is gone), not the server."""
 
 
 @dataclass(frozen=True)
@@ -82,8 +86,11 @@ class GalleryStore:
         with self._lock:
             try:
                 yield
-            except (ResponseHandlingException, UnexpectedResponse) as exc:
-                raise StoreError(f"{self.config.where} failed: {exc}") from None
+            except UnexpectedResponse as exc:
+                refusal = _Refused if exc.status_code and 400 <= exc.status_code < 500 else StoreError
+                raise refusal(f"{self.config.where} answered {exc.status_code}: {exc}") from None
+            except ResponseHandlingException as exc:
+                raise StoreError(f"cannot connect to {self.config.where}: {exc}") from None
 
     def close(self) -> None:
         self.client.close()
@@ -148,13 +155,23 @@ class GalleryStore:
 
     def nearest(self, vector: Vector, limit: int, offset: int = 0, score_threshold: float | None = None,
                 condition: models.Filter | None = None) -> list[models.ScoredPoint]:
-        """The points nearest to `vector` (cosine, best first), with their payloads."""
-        self.require_collection()
+        """The points nearest to `vector` (cosine, best first), with their payloads. One call to the store: a
+        missing collection or a filter the store refuses is told apart only when the query fails."""
         query = np.asarray(vector, np.float32).tolist()
-        with self._one_at_a_time():
-            return self.client.query_points(self.collection, query=query, limit=limit, offset=offset,
-                                            score_threshold=score_threshold, query_filter=condition,
-                                            with_payload=True).points
+        try:
+            with self._one_at_a_time():
+                return self.client.query_points(self.collection, query=query, limit=limit, offset=offset,
+                                                score_threshold=score_threshold, query_filter=condition,
+                                                with_payload=True).points
+        except (_Refused, ValueError) as exc:  # a server's 4xx; the embedded store's refusals are ValueErrors
+            self._explain_refusal(condition, str(exc))
+            raise StoreError(f"{self.config.where} refused the query: {exc}") from None
+
+    def _explain_refusal(self, condition: models.Filter | None, reason: str) -> None:
+        """A refused query: nothing indexed yet, or a filter the store cannot apply (a 400, not a retry)."""
+        self.require_collection()
+        if condition is not None:
+            raise InvalidFilterError(f"'filter' cannot be applied: {reason}") from None
 
     def point(self, point_id: PointId) -> IndexedPoint | None:
         """One point's payload, or None when there is no such point."""
@@ -210,7 +227,8 @@ def _connect(config: StoreConfig) -> QdrantClient:
         return client
     Path(config.path).mkdir(parents=True, exist_ok=True)
     try:
-        return QdrantClient(path=config.path)
+        # Opened by whichever thread asks first and used by others: calls are serialized by GalleryStore itself.
+        return QdrantClient(path=config.path, force_disable_check_same_thread=True)
     except RuntimeError as exc:
         if "already accessed" not in str(exc):
             raise

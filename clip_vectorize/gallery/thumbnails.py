@@ -63,6 +63,9 @@ class Thumbnails:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         # Written aside and renamed: two requests racing for one thumbnail never serve half a file.
         handle, temporary = tempfile.mkstemp(dir=self.cache_dir, suffix=".part")
-        with os.fdopen(handle, "wb") as out:
-            image.save(out, "JPEG", quality=JPEG_QUALITY, optimize=True)
-        os.replace(temporary, target)
+        try:
+            with os.fdopen(handle, "wb") as out:
+                image.save(out, "JPEG", quality=JPEG_QUALITY, optimize=True)
+            os.replace(temporary, target)
+        finally:
+            Path(temporary).unlink(missing_ok=True)  # gone after the rename; left only by a failed save

@@ -10,7 +10,9 @@ from clip_vectorize.web.state import service_state
 
 blueprint = Blueprint("gallery", __name__, url_prefix="/gallery")
 
-THUMBNAIL_MAX_AGE_S = 24 * 3600  # cached by content: a changed image gets a new thumbnail (and an etag) on reindex
+# The page asks for /gallery/thumbnails/<id>?v=<content hash>: a changed image has a new URL after its next index
+# run, so browsers may keep one for a day. Private: it was served behind the API key, not for shared caches.
+THUMBNAIL_MAX_AGE_S = 24 * 3600
 
 
 @blueprint.get("/status")
@@ -35,4 +37,7 @@ def thumbnail(point_id: str) -> Response:
     if parsed is None:
         raise PointNotFoundError(f"{point_id!r} is not a point id: ids are unsigned integers or UUIDs")
     path = gallery.thumbnails.for_point(gallery.search().require_point(parsed))
-    return send_file(path, mimetype="image/jpeg", max_age=THUMBNAIL_MAX_AGE_S, conditional=True)
+    response = send_file(path, mimetype="image/jpeg", max_age=THUMBNAIL_MAX_AGE_S, conditional=True)
+    response.cache_control.private = True
+    response.cache_control.public = False
+    return response

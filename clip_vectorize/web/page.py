@@ -17,6 +17,4 @@ blueprint = Blueprint("page", __name__, template_folder="templates", static_fold
 
 @blueprint.get("/")
 def search_page() -> str:
-    settings = service_state().settings
-    return render_template("search.html", needs_key=bool(settings.api_key),
-                           allow_image_urls=settings.allow_image_urls)
+    return render_template("search.html", needs_key=bool(service_state().settings.api_key))

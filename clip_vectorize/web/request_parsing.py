@@ -1,4 +1,4 @@
-"""Validating request bodies at the boundary: JSON shape, texts, and image inputs (upload, base64 or URL).
+"""Validating request bodies at the boundary: JSON shape, texts, image inputs (upload, base64 or URL), search options.
 
 Every refusal is an ApiError (400/415) with a message that says what to send instead; an image input that
 cannot be turned into bytes becomes an InvalidImageError *value*, so one bad item of a batch fails alone.
@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
+from typing import Any
 
 from flask import request
 
 from clip_vectorize.errors import InvalidImageError
+from clip_vectorize.gallery.search import SearchQuery, parse_filter
 from clip_vectorize.inference.routing import ENCODERS
 from clip_vectorize.inference.vectors import ImageInput
 from clip_vectorize.url_fetch import fetch_image_bytes
 from clip_vectorize.web.http_errors import ApiError
 from clip_vectorize.web.state import service_state
 from config import Settings
+
+DEFAULT_LIMIT, MAX_LIMIT = 20, 100
+MAX_OFFSET = 10_000  # deep paging is a scan in the embedded store; nobody pages a photo grid this far
 
 
 def settings() -> Settings:
@@ -147,3 +153,40 @@ def decode_base64_image(value: object) -> bytes:
         return base64.b64decode("".join(payload.split()), validate=True)
     except (binascii.Error, ValueError):
         raise InvalidImageError("image is not valid base64") from None
+
+
+def search_query(options: dict[str, Any]) -> SearchQuery:
+    """limit, offset, score_threshold and filter, each checked; what is left out takes its default."""
+    limit = _integer(options, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    offset = _integer(options, "offset", 0, 0, MAX_OFFSET)
+    threshold = options.get("score_threshold")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int | float)
+                                  or not -1 <= threshold <= 1):
+        raise ApiError(400, "'score_threshold' must be a number from -1 to 1 (cosine similarity), or left out",
+                       param="score_threshold")
+    raw_filter = options.get("filter")
+    condition = parse_filter(raw_filter) if raw_filter is not None else None
+    return SearchQuery(limit, offset, float(threshold) if threshold is not None else None, condition)
+
+
+def _integer(options: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = options.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ApiError(400, f"'{name}' must be a whole number from {low} to {high}", param=name)
+    return value
+
+
+def search_options() -> dict[str, Any]:
+    """Search options from a multipart form (text fields: numbers and the filter's JSON parsed) or a JSON body."""
+    if request.mimetype != "multipart/form-data":
+        return json_object()
+    return {name: _form_value(name, value) for name, value in request.form.items() if value.strip()}
+
+
+def _form_value(name: str, value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        raise ApiError(400, f"form field '{name}' must be a number or JSON", param=name) from None

@@ -11,7 +11,10 @@ const MODEL_RETRY_MS = 5000;
 const $ = (id) => document.getElementById(id);
 const needsKey = document.body.dataset.needsKey === "true";
 
-let current = null; // the search on screen: {kind: "text"|"similar"|"photo", value, results: []}
+let current = null; // the search on screen: {kind: "text"|"similar"|"photo", value, results: [], received}
+let generation = 0; // which search is current: an answer to an older one is dropped, not shown
+let loading = false;
+let retryTimer = null;
 let statusTimer = null;
 const thumbnailUrls = []; // object URLs of fetched thumbnails, released when the grid is cleared
 
@@ -74,17 +77,40 @@ function request(search, offset) {
 }
 
 async function runSearch(search, { append = false } = {}) {
+  clearTimeout(retryTimer);
+  if (append && loading) return; // one page at a time
+  const mine = append ? generation : ++generation;
   if (!append) {
     clearResults();
-    current = { ...search, results: [] };
+    current = { ...search, results: [], received: 0 };
   }
+  setLoading(true);
   showMessage(append ? "Loading more…" : "Searching…");
-  const { response, body } = await request(current, current.results.length);
-  if (!response.ok) return showFailure(response, body, () => runSearch(search, { append }));
-  current.results.push(...body.results);
-  body.results.forEach(addResult);
+  try {
+    const { response, body } = await request(current, current.received);
+    if (mine !== generation) return;
+    if (!response.ok) return showFailure(response, body, () => runSearch(search, { append }));
+    showPage(body);
+  } catch (error) {
+    if (mine === generation) showMessage(`The service could not be reached (${error.message}).`, true);
+  } finally {
+    if (mine === generation) setLoading(false);
+  }
+}
+
+function showPage(body) {
+  current.received += body.results.length;
+  const shown = new Set(current.results.map((result) => String(result.id)));
+  const fresh = body.results.filter((result) => !shown.has(String(result.id))); // the index may move a result
+  current.results.push(...fresh);
+  fresh.forEach(addResult);
   $("load-more").hidden = body.results.length < PAGE_SIZE;
   describeResults(body);
+}
+
+function setLoading(value) {
+  loading = value;
+  $("load-more").disabled = value;
 }
 
 function describeResults(body) {
@@ -103,7 +129,7 @@ function describeResults(body) {
 function showFailure(response, body, retry) {
   if (response.status === 503 && body.code === "model_not_ready") {
     showMessage("The model is still loading; trying again in a few seconds…");
-    setTimeout(retry, MODEL_RETRY_MS);
+    retryTimer = setTimeout(retry, MODEL_RETRY_MS);
   } else if (body.code === "no_collection") {
     showMessage("The gallery is empty: nothing has been indexed yet. Start the service with CLIP_GALLERY_DIR, " +
       "or run python -m clip_vectorize.gallery index FOLDER.", true);
@@ -164,8 +190,15 @@ async function showThumbnail(frame, result) {
     frame.append(img);
     return;
   }
-  const response = await call(`/gallery/thumbnails/${encodeURIComponent(result.id)}`);
-  if (!response.ok) {
+  // ?v=: a changed photo (new content hash after its next index run) is a new URL, not a stale cached one.
+  const version = encodeURIComponent(result.payload.content_hash || "");
+  let response = null;
+  try {
+    response = await call(`/gallery/thumbnails/${encodeURIComponent(result.id)}?v=${version}`);
+  } catch (ignored) {
+    // shown as missing, below
+  }
+  if (!response || !response.ok) {
     const missing = document.createElement("span");
     missing.className = "missing";
     missing.textContent = "no thumbnail";
@@ -194,8 +227,8 @@ function navigate(search) {
 
 function searchFromUrl() {
   const params = new URLSearchParams(location.search);
-  const min = Number(params.get("min"));
-  if (min > 0) setThreshold(min);
+  const min = Math.min(Number(params.get("min")) || 0, 1);
+  setThreshold(min > 0 ? min : 0); // a URL without min means no threshold, whatever the slider said before
   if (params.get("q")) {
     $("query").value = params.get("q");
     return { kind: "text", value: params.get("q") };
@@ -305,7 +338,14 @@ $("load-more").addEventListener("click", () => runSearch(current, { append: true
 $("key-form").addEventListener("submit", keyEntered);
 window.addEventListener("popstate", () => {
   const search = searchFromUrl();
-  if (search) runSearch(search);
+  if (search) {
+    runSearch(search);
+  } else {
+    generation += 1; // back to the page without a search: nothing on screen, and no late answer either
+    current = null;
+    clearResults();
+    showMessage("");
+  }
 });
 wireDropZone();
 start();
