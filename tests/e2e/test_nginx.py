@@ -235,11 +235,16 @@ def test_a_search_answered_503_is_passed_on_and_takes_no_replica_out(fake_replic
 
 
 def test_with_max_conns_full_replicas_get_an_immediate_503_from_nginx(fake_replicas, nginx_in_front):
-    slow = fake_replicas(200, 200, delay=1.0)
+    slow = fake_replicas(200, 200, delay=3.0)  # long enough that all four are in flight together, even on a busy CI
     nginx = nginx_in_front(slow, with_max_conns(SITE_CONF.read_text(), 1))  # the deploy file's commented option
     results: list[tuple[int, dict]] = []
-    threads = [threading.Thread(target=lambda: results.append(post_json(nginx.port, "/encode-text", {})[::2]))
-               for _ in range(4)]
+    together = threading.Barrier(4)
+
+    def send() -> None:
+        together.wait(10)
+        results.append(post_json(nginx.port, "/encode-text", {})[::2])
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
