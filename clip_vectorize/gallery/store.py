@@ -233,5 +233,6 @@ def _connect(config: StoreConfig) -> QdrantClient:
         if "already accessed" not in str(exc):
             raise
         raise StoreError(f"the embedded Qdrant store in {Path(config.path).resolve()} is in use by another process "
-                         "(local mode allows one): stop it (e.g. the service with CLIP_GALLERY_DIR), or use a "
-                         "Qdrant server (QDRANT_URL) that several processes can share") from None
+                         "(local mode allows one): stop it, or if it is the service, ask it to index its own folder "
+                         "(POST /gallery/reindex), or use a Qdrant server (QDRANT_URL) that several processes can "
+                         "share") from None
