@@ -2,8 +2,10 @@
 
 The load generator is the project's own load test (tests/e2e/test_load.py: open loop, texts with one image
 upload in ten, every 200's vector checked), pointed at the benchmark's model with the service's defaults. It runs
-twice: with gunicorn's stock gthread worker (`GUNICORN_CMD_ARGS=--worker-class gthread`), where a request that
-arrives with every thread busy waits in the pool's queue, and as deployed (QuickRefusalWorker).
+three times: with gunicorn's stock gthread worker (`GUNICORN_CMD_ARGS=--worker-class gthread`), where a request
+that arrives with every thread busy waits in the pool's queue; as deployed (QuickRefusalWorker); and as deployed
+behind nginx (deploy/nginx-clip-vectorize.conf) with its `max_conns` option on, which refuses a request beyond
+NGINX_MAX_CONNS in flight before it reaches Python.
 """
 
 from __future__ import annotations
@@ -17,19 +19,21 @@ from pathlib import Path
 from bench.model import REPO_ROOT
 
 SECTION = "overload"  # the section's key in the results, and its name for `run_bench.py --only`
-WORKERS = {"stock-gthread": "--worker-class gthread", "quick-refusal": ""}
+NGINX_MAX_CONNS = 64  # CLIP_QUEUE_SIZE: what the model's queue holds; more in flight would only wait or be refused
+VARIANTS = {"stock-gthread": {"GUNICORN_CMD_ARGS": "--worker-class gthread"}, "quick-refusal": {},
+            "nginx-max-conns": {"CLIP_LOAD_TEST_NGINX_MAX_CONNS": str(NGINX_MAX_CONNS)}}
 
 
 def measure(model: Path, seconds: float, results_dir: Path, stamp: str) -> dict:
-    """{worker: the load test's report}, or {worker: {"error": ...}} when it produced none."""
-    return {name: _run(model, seconds, results_dir / f"{stamp}-overload-{name}", args)
-            for name, args in WORKERS.items()}
+    """{variant: the load test's report}, or {variant: {"error": ...}} when it produced none."""
+    return {name: _run(model, seconds, results_dir / f"{stamp}-overload-{name}", extra)
+            for name, extra in VARIANTS.items()}
 
 
-def _run(model: Path, seconds: float, prefix: Path, gunicorn_args: str) -> dict:
+def _run(model: Path, seconds: float, prefix: Path, extra_env: dict[str, str]) -> dict:
     report = prefix.with_suffix(".json")
     env = {**os.environ, "CLIP_LOAD_TEST_MODEL": str(model), "CLIP_LOAD_TEST_SECONDS": str(seconds),
-           "CLIP_LOAD_TEST_REPORT": str(report), "GUNICORN_CMD_ARGS": gunicorn_args}
+           "CLIP_LOAD_TEST_REPORT": str(report), "GUNICORN_CMD_ARGS": "", **extra_env}
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
                            "tests/e2e/test_load.py"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                           timeout=seconds + 900)

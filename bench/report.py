@@ -171,7 +171,7 @@ def _table(rows: list[tuple[str, ...]], left: int) -> str:
 
 
 def _overload_lines(section: dict) -> list[str]:
-    """Stock gthread beside ours at twice the capacity: what was answered, how fast the 503s came."""
+    """Stock gthread, ours, and ours behind nginx at twice the capacity: what was answered, how fast the 503s came."""
     rows = [("worker", "offered req/s", "200 req/s", "200 p50/p99 ms", "503s", "503 p50/p99 ms",
              "503 p99 from send ms", "client lag max ms", "hung/reset", "load test")]
     for worker, figures in section.items():

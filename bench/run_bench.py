@@ -203,7 +203,7 @@ def main() -> None:
             failure = exc
             results[MULTILINGUAL] = {"error": f"routing: {exc}"}
     if args.overload:
-        progress(f"overload: {args.overload_seconds:g} s at twice the capacity, stock gthread then ours")
+        progress(f"overload: {args.overload_seconds:g} s at twice the capacity, stock gthread, ours, behind nginx")
         results[OVERLOAD] = overload.measure(model, args.overload_seconds, RESULTS_DIR, stamp)
     out = RESULTS_DIR / f"bench-{stamp}.json"
     report.write_json(results, out)

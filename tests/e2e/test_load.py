@@ -11,7 +11,9 @@ at once.
 
 CLIP_LOAD_TEST_SECONDS sets the length of the overload phase (default 60). CLIP_LOAD_TEST_REPORT, when set,
 is a path the figures are written to as JSON. CLIP_LOAD_TEST_MODEL runs it on another model with the service's
-defaults (text cache off): `bench/overload.py` uses it on the full-size model. `pytest -s tests/e2e/test_load.py`
+defaults (text cache off): `bench/overload.py` uses it on the full-size model. CLIP_LOAD_TEST_NGINX_MAX_CONNS=N
+sends the clients through nginx instead (deploy/nginx-clip-vectorize.conf with its `max_conns=N` option on), so
+nginx refuses what would exceed N requests in flight before it reaches Python. `pytest -s tests/e2e/test_load.py`
 prints the figures as one line.
 """
 
@@ -29,6 +31,7 @@ import numpy as np
 import pytest
 
 from support.images import encode_image_bytes, photo_like
+from support.nginx import SITE_CONF, Nginx, start_nginx, stop_nginx, with_max_conns
 from support.service_process import (
     HOST,
     multipart,
@@ -52,6 +55,7 @@ IMAGE_EVERY = 10  # one request in ten is an image upload
 SERVICE_ENV = {"CLIP_TEXT_CACHE_SIZE": "0", "CLIP_QUEUE_SIZE": "64", "CLIP_THREADS": "48",
                "CLIP_REQUEST_TIMEOUT_S": "10", "CLIP_INFERENCE_THREADS": "1"}
 OTHER_MODEL = os.environ.get("CLIP_LOAD_TEST_MODEL")  # with it, the service runs with its defaults
+NGINX_MAX_CONNS = os.environ.get("CLIP_LOAD_TEST_NGINX_MAX_CONNS")  # with it, the clients go through nginx
 QUICK_503_P99_S = 1.0  # the benchmark measures the full-size model against 250 ms; this bounds a shared CI box
 TEXTS = ["红色的宝马SUV", "white sedan", "a red car", "blue truck on a highway at night", "cat",
          "a photo of a dog sitting on a sofa next to a window", "黑色奔驰轿车",
@@ -227,10 +231,14 @@ def test_twice_the_capacity_gets_correct_vectors_or_quick_503s_and_nothing_hangs
     model_dir, service_env = ((Path(OTHER_MODEL), {"CLIP_TEXT_CACHE_SIZE": "0"}) if OTHER_MODEL
                               else (small_model_dir, SERVICE_ENV))
     service = start_service(model_dir, tmp_path, **service_env)
+    proxy: Nginx | None = None
     try:
         wait_until_healthy(service)
         worker = wait_for_one_worker(service.pid)
-        workload = Workload(service.port)
+        if NGINX_MAX_CONNS:
+            proxy = start_nginx(tmp_path / "nginx", [service.port],
+                                with_max_conns(SITE_CONF.read_text(), int(NGINX_MAX_CONNS)))
+        workload = Workload(proxy.port if proxy else service.port)
         assert workload.distinct() < SAME_VECTOR, "known inputs too alike to catch a mixed-up vector"
 
         capacity = closed_loop_capacity(workload, CAPACITY_CLIENTS, CAPACITY_SECONDS)
@@ -277,7 +285,8 @@ def test_twice_the_capacity_gets_correct_vectors_or_quick_503s_and_nothing_hangs
                       "client_timeout_s": CLIENT_TIMEOUT_S, "cpu_count": os.cpu_count(),
                       "service_env": {"BATCH_SIZE": "32 (default)", "CLIP_WORKERS": "1 (default)"} | service_env
                       | ({"GUNICORN_CMD_ARGS": os.environ["GUNICORN_CMD_ARGS"]}
-                         if os.environ.get("GUNICORN_CMD_ARGS") else {})},
+                         if os.environ.get("GUNICORN_CMD_ARGS") else {}),
+                      "through": f"nginx, max_conns={NGINX_MAX_CONNS}" if NGINX_MAX_CONNS else "direct"},
         }
         print("\nload test: " + ", ".join([
             f"{LOAD_SECONDS:g} s at {rate:.1f} req/s offered ({OVERLOAD_FACTOR:g}x the measured {capacity:.1f} req/s)",
@@ -311,5 +320,7 @@ def test_twice_the_capacity_gets_correct_vectors_or_quick_503s_and_nothing_hangs
             outcome = asyncio.run(workload.call(number))
             assert outcome.kind == "ok", outcome
     finally:
+        if proxy is not None:
+            stop_nginx(proxy)
         stop(service)
         print(f"load test took {time.monotonic() - began:.0f} s in all")
