@@ -142,7 +142,7 @@ class Workload:
             payload = json.loads(raw)
         except ValueError:
             return Outcome("other", latency, lag, f"{status} not JSON: {raw[:80]!r}")
-        if status == 503 and payload.get("code") in ("overloaded", "deadline_exceeded"):
+        if status == 503 and payload.get("code") in ("overloaded", "deadline_exceeded", "unavailable"):  # or nginx's
             busy = " (every thread busy)" if "thread is busy" in payload.get("error", "") else ""
             return Outcome("503", latency, lag, payload["code"] + busy)
         if status != 200:

@@ -27,10 +27,16 @@ def nginx_binary() -> str | None:
     return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
 
 
+UPSTREAM_LINE = re.compile(r"^\s*server\s+127\.0\.0\.1:\d+[^\n]*\n", re.MULTILINE)
+
+
 def render_site(text: str, upstream_ports: list[int], listen_port: int, log_dir: Path) -> str:
-    """The deploy file with only its replica addresses, listen port and log directory changed."""
+    """The deploy file with only its replica addresses, listen port and log directory changed (fewer replicas than
+    the file lists: its first lines, the others left out)."""
     servers = UPSTREAM_SERVER.findall(text)
-    assert len(servers) == len(upstream_ports), f"the deploy file has {len(servers)} replicas"
+    assert 0 < len(upstream_ports) <= len(servers), f"the deploy file has {len(servers)} replicas"
+    lines = iter(range(len(servers)))
+    text = UPSTREAM_LINE.sub(lambda match: match.group(0) if next(lines) < len(upstream_ports) else "", text)
     ports = iter(upstream_ports)
     text = UPSTREAM_SERVER.sub(lambda match: f"{match.group(1)}{HOST}:{next(ports)}", text)
     text, listens = LISTEN.subn(rf"\g<1>{HOST}:{listen_port};", text)
