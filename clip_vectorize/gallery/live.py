@@ -28,15 +28,16 @@ class LiveGallery:
     model is up; `busy` says whether a live request is being served (the background index waits for it);
     `on_query` hears how long each Qdrant query took."""
 
-    def __init__(self, settings: Settings, model_name: Callable[[], str], wait_for_encoder: Callable[[], ImageEncoder],
-                 busy: Callable[[], bool], on_query: Callable[[float], None]) -> None:
+    def __init__(self, settings: Settings, url_policy: UrlPolicy, model_name: Callable[[], str],
+                 wait_for_encoder: Callable[[], ImageEncoder], busy: Callable[[], bool],
+                 on_query: Callable[[float], None]) -> None:
         self.config = StoreConfig.from_settings(settings)
         self._model_name = model_name
         self.folder = Path(settings.gallery_dir).expanduser().resolve() if settings.gallery_dir else None
         self.thumbnails = (Thumbnails(self.folder, Path(settings.thumbnail_dir), settings.max_image_pixels)
                            if self.folder else None)
         self._wait_for_encoder, self._busy, self._on_query = wait_for_encoder, busy, on_query
-        self._url_policy = UrlPolicy.from_settings(settings)
+        self._url_policy = url_policy  # the service's own, for URL items of a manifest
         self._store: GalleryStore | None = None
         self._background: BackgroundIndex | None = None
         self._lock = threading.Lock()
@@ -102,12 +103,6 @@ class LiveGallery:
         return {"collection": self.config.collection, "store": self.config.where, "exists": store.exists(),
                 "points": store.count(), "model": self.model, "other_models": self._other_models,
                 "gallery_dir": str(self.folder) if self.folder else None, "indexing": indexing}
-
-    def close(self) -> None:
-        with self._lock:
-            if self._store is not None:
-                self._store.close()
-                self._store = None
 
     def _forget_models(self) -> None:
         self._other_models = None

@@ -17,7 +17,7 @@ from qdrant_client import models
 
 from clip_vectorize.errors import InvalidFilterError, PointNotFoundError
 from clip_vectorize.gallery.sources import MAX_POINT_ID
-from clip_vectorize.gallery.store import GalleryStore, IndexedPoint, PointId, Vector
+from clip_vectorize.gallery.store import GalleryStore, IndexedPoint, PointId, Vector, as_point_id
 
 FILTER_EXAMPLE = '{"must": [{"key": "brand", "match": {"value": "BMW"}}, {"key": "year", "range": {"gte": 2020}}]}'
 
@@ -100,8 +100,7 @@ class GallerySearch:
         began = time.perf_counter()
         points = self.store.nearest(vector, query.limit, query.offset, query.score_threshold, query.condition)
         self.on_query(time.perf_counter() - began)
-        return [Hit(point.id if isinstance(point.id, int) else str(point.id), point.score, point.payload or {})
-                for point in points]
+        return [Hit(as_point_id(point.id), point.score, point.payload or {}) for point in points]
 
 
 def _as_list(conditions: Any) -> list:

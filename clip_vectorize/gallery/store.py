@@ -139,7 +139,7 @@ class GalleryStore:
             return {}
         with self._one_at_a_time():
             records = self.client.retrieve(self.collection, list(ids), with_payload=False, with_vectors=True)
-        return {_point_id(record.id): list(np.asarray(record.vector, np.float32).tolist()) for record in records
+        return {as_point_id(record.id): list(np.asarray(record.vector, np.float32).tolist()) for record in records
                 if record.vector is not None}
 
     def upsert(self, points: Sequence[models.PointStruct]) -> None:
@@ -178,7 +178,7 @@ class GalleryStore:
         self.require_collection()
         with self._one_at_a_time():
             records = self.client.retrieve(self.collection, [point_id], with_payload=True, with_vectors=False)
-        return IndexedPoint(_point_id(records[0].id), records[0].payload or {}) if records else None
+        return IndexedPoint(as_point_id(records[0].id), records[0].payload or {}) if records else None
 
     def count(self) -> int:
         """Points in the collection; 0 before anything is indexed."""
@@ -202,7 +202,7 @@ class GalleryStore:
                 points, offset = self.client.scroll(self.collection, scroll_filter=condition, limit=SCROLL_PAGE,
                                                     offset=offset, with_payload=fields, with_vectors=False)
             for point in points:
-                yield IndexedPoint(_point_id(point.id), point.payload or {})
+                yield IndexedPoint(as_point_id(point.id), point.payload or {})
                 seen += 1
                 if limit is not None and seen >= limit:
                     return
@@ -210,7 +210,7 @@ class GalleryStore:
                 return
 
 
-def _point_id(raw: Any) -> PointId:
+def as_point_id(raw: Any) -> PointId:
     """Qdrant answers uuid ids as strings or UUIDs, depending on the mode: strings here, as we wrote them."""
     return raw if isinstance(raw, int) else str(raw)
 

@@ -51,7 +51,7 @@ class ServiceState:
 
     def __post_init__(self) -> None:
         self.url_policy = UrlPolicy.from_settings(self.settings)
-        self.gallery = LiveGallery(self.settings, lambda: self.model_name, self.wait_for_encoder,
+        self.gallery = LiveGallery(self.settings, self.url_policy, lambda: self.model_name, self.wait_for_encoder,
                                    self.live_requests.busy, self.metrics.qdrant_query_seconds.observe)
         self.metrics.gallery_points = self.gallery.points_if_open
 
