@@ -7,11 +7,10 @@ import json
 import re
 import sys
 import threading
-import time
-from collections.abc import Callable
 
 import pytest
 
+from support.assertions import eventually
 from support.nginx import (
     SITE_CONF,
     FakeReplica,
@@ -90,15 +89,6 @@ def encode_text_successes(service: Service) -> int:
     match = re.search(r'^clip_requests_total\{endpoint="/encode-text",status="200"\} ([0-9.]+)$', metrics, re.MULTILINE)
     return int(float(match.group(1))) if match else 0
 
-
-def eventually(condition: Callable[[], bool], seconds: float = 5) -> bool:
-    """Logs are written just after the response is sent: poll a moment for the line."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def test_requests_through_nginx_are_answered_by_both_replicas(replicas, proxy, dimension):

@@ -1,6 +1,9 @@
-"""The assertions tests share: the one error shape every failure has, and cosine similarity."""
+"""The assertions tests share: the one error shape every failure has, cosine similarity, and polling for a state."""
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -24,3 +27,13 @@ def cosine(a, b) -> float:
 def rowwise_cosine(a, b) -> np.ndarray:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def eventually(condition: Callable[[], bool], seconds: float = 5) -> bool:
+    """Whether `condition` holds within `seconds`: for state a server updates just after it has answered."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
