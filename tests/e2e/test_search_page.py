@@ -7,6 +7,7 @@ The test saves screenshots of the results page in test-artifacts/ (CLIP_TEST_ART
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import shutil
@@ -153,6 +154,25 @@ def test_more_like_this_searches_near_that_image_and_leaves_it_out(gallery_servi
     page.locator("#query-summary").filter(has_text="images like the one chosen").wait_for()
     assert chosen not in result_ids(page)
     assert len(result_ids(page)) == 20
+
+
+def test_more_like_this_sends_a_64_bit_point_id_exactly(gallery_service, page):
+    """A manifest may give integer ids beyond 2^53, which a JavaScript number rounds. The first search's answer
+    is faked to hold one (this folder's ids are UUIDs); the real service then gets the id the page sends."""
+    service, _ = gallery_service
+    largest = 2**64 - 1
+    sent = []
+    page.route("**/search", lambda route: route.fulfill(
+        status=200, content_type="application/json",
+        body=json.dumps({"status": "success", "model": "tiny", "results": [
+            {"id": largest, "score": 0.5, "payload": {"image_id": largest, "path": "/nowhere.jpg"}}]})))
+    page.on("request", lambda request: sent.append(request.post_data)
+            if request.url.endswith("/search-similar") else None)
+    open_with_key(page, service.url + "/?q=car")
+    page.locator(".result").first.get_by_role("button", name=re.compile("More like this")).click()
+    page.wait_for_url(re.compile(rf"[?&]similar={largest}(&|$)"))
+    page.locator("#message").filter(has_text="no point").wait_for()  # the real service: no such point here
+    assert sent and json.loads(sent[0])["id"] == str(largest), sent
 
 
 def test_dropping_a_photo_finds_that_photo_first(gallery_service, page):

@@ -35,11 +35,18 @@ async function call(path, options = {}) {
   return response;
 }
 
+// Point ids may be unsigned 64-bit integers, which JSON.parse would round above 2^53: those stay exact, as text
+// (the service takes an id as digits in a string too).
+function keepIdsExact(key, value, context) {
+  const unsafeId = key === "id" && typeof value === "number" && !Number.isSafeInteger(value);
+  return unsafeId && context ? context.source : value;
+}
+
 async function callJson(path, options) {
   const response = await call(path, options);
   let body = null;
   try {
-    body = await response.json();
+    body = JSON.parse(await response.text(), keepIdsExact);
   } catch (ignored) {
     body = { status: "error", error: `the service answered ${response.status} without JSON`, code: "bad_response" };
   }
