@@ -95,6 +95,12 @@ def _index_gallery(state: ServiceState) -> None:
             return
 
 
+def stop_background_work(app: Flask) -> None:
+    """gunicorn's worker_exit: a worker stopping ends the gallery's background run cleanly, rather than leaving the
+    interpreter's shutdown to kill it mid-image (with a traceback in the log and its last batch of points lost)."""
+    service_state(app).gallery.stop_indexing()
+
+
 def _load_encoder(state: ServiceState, settings: Settings) -> None:
     started = time.perf_counter()
     try:

@@ -72,9 +72,19 @@ threads = _server.threads or _default_threads()
 # A worker loads and warms up the model before answering; on a slow CPU that takes 1-2 minutes, and gunicorn
 # kills a worker that stays silent longer than `timeout`. With gthread a long request does not count as silence.
 timeout = _server.timeout
-graceful_timeout = 30  # on SIGTERM, in-flight requests get this long to finish
+graceful_timeout = 30  # on SIGTERM, in-flight requests get this long to finish (then the gallery's run, up to 10 s)
 keepalive = 5  # the Node.js backend reuses connections
 control_socket_disable = True  # gunicornc is not used, and the unit gives the service no home to put the socket in
+
+
+def worker_exit(server, worker) -> None:
+    """In a worker that served (the master calls this too, with no app loaded): stop its background work."""
+    app = getattr(worker.app, "callable", None)
+    if app is not None:
+        from clip_vectorize_service import stop_background_work
+
+        stop_background_work(app)
+
 
 # The app writes one line per request itself (request id, status, latency; never content), so no gunicorn
 # access log. Everything goes to stderr, which journald collects; CLIP_LOG_FORMAT=json for log shippers.

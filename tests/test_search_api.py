@@ -263,12 +263,13 @@ class GatedEncoder:
     """The tiny encoder, holding every image until the test opens the gate: a run that stays under way."""
 
     def __init__(self, encoder) -> None:
-        self.encoder, self.gate = encoder, threading.Event()
+        self.encoder, self.gate, self.reached = encoder, threading.Event(), threading.Event()
 
     def __getattr__(self, name):
         return getattr(self.encoder, name)
 
     def encode_images(self, images):
+        self.reached.set()
         self.gate.wait(30)
         return self.encoder.encode_images(images)
 
@@ -286,6 +287,25 @@ def test_a_second_reindex_while_one_runs_is_a_409(tiny_encoder, tmp_path):
     finally:
         gated.gate.set()
     assert service_state(client.application).gallery.indexing.wait(60).state == "done"
+
+
+def test_a_run_stopped_with_the_service_keeps_what_it_encoded_and_the_next_start_goes_on(tiny_encoder, tmp_path):
+    photos = tmp_path / "photos"
+    write_photos(photos, 10)
+    gated = GatedEncoder(tiny_encoder)
+    gallery = service_state(make_app(gated, gallery_dir=str(photos), qdrant_path=str(tmp_path / "qdrant_data"))).gallery
+    gallery.reindex()
+    assert gated.reached.wait(30)  # the first photo is in the model; a few more are read ahead
+    gallery.indexing.stop(timeout=0)
+    gated.gate.set()
+    stopped = gallery.indexing.wait(60)
+    assert stopped.state == "stopped" and 0 < stopped.indexed < 10, stopped
+    assert gallery.store().count() == stopped.indexed  # everything encoded was written
+    gallery.store().close()
+
+    restarted = indexed_app(tiny_encoder, photos, tmp_path)  # the same store
+    run = service_state(restarted).gallery.indexing.status
+    assert (run.unchanged, run.indexed) == (stopped.indexed, 10 - stopped.indexed)
 
 
 def test_searches_while_the_service_indexes_are_answered(tiny_encoder, tmp_path):

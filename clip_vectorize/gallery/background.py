@@ -8,6 +8,7 @@ while a live request is being served.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -17,7 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from clip_vectorize.errors import EncoderError, GalleryError, IndexRunningError
-from clip_vectorize.gallery.indexer import ImageEncoder, IndexOptions, LocalEngine, Summary, index
+from clip_vectorize.gallery.indexer import (
+    Engine,
+    ImageEncoder,
+    IndexOptions,
+    Item,
+    LocalEngine,
+    PointWriter,
+    Progress,
+    Summary,
+    index,
+)
 from clip_vectorize.gallery.sources import list_source
 from clip_vectorize.gallery.store import GalleryStore
 from clip_vectorize.inference.vectors import ImageInput, ImageResult
@@ -28,13 +39,14 @@ logger = logging.getLogger(__name__)
 READING_THREADS = 1  # one gallery photo per forward pass: a live request never shares the CPU with a batch of them
 MAX_YIELD_S = 2.0  # under a steady stream of requests the run still moves: one image per this long at worst
 YIELD_POLL_S = 0.01
+STOP_WAIT_S = 10.0  # a worker stopping waits this long for the run to end between two images
 
 
 @dataclass
 class RunStatus:
     """What GET /gallery/status shows of the latest run."""
 
-    state: str = "idle"  # idle, running, done or failed
+    state: str = "idle"  # idle, running, done, stopped (the service stopped mid-run) or failed
     total: int = 0  # images to read in this run (the unchanged ones are not read)
     done: int = 0
     started_at: float | None = None  # Unix time
@@ -46,8 +58,8 @@ class RunStatus:
     skipped: int = 0
     error: str | None = None
 
-    def finish(self, summary: Summary) -> None:
-        self.state, self.finished_at = "done", time.time()
+    def finish(self, summary: Summary, state: str = "done") -> None:
+        self.state, self.finished_at = state, time.time()
         self.indexed, self.reused, self.unchanged = summary.indexed, summary.reused, summary.unchanged
         self.deleted, self.skipped = summary.deleted, len(summary.skipped)
 
@@ -94,6 +106,7 @@ class BackgroundIndex:
         self.status = RunStatus()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     def start(self) -> RunStatus:
         """Begin a run on a background thread; an IndexRunningError while one is under way."""
@@ -116,15 +129,26 @@ class BackgroundIndex:
             self._thread.join(timeout)
         return self.status
 
+    def stop(self, timeout: float = STOP_WAIT_S) -> RunStatus:
+        """End the run between two images, keeping every point written (the next run goes on from there), and
+        start no other. The status once it has ended, or still running after `timeout` (a model still loading)."""
+        self._stopping.set()
+        return self.wait(timeout)
+
     def describe(self) -> dict[str, Any]:
         return asdict(self.status)
 
     def _run(self, status: RunStatus) -> None:
         try:
             listing = list_source(str(self.folder))
-            engine = LocalEngine(self.load_encoder, self.url_policy, READING_THREADS)
             options = IndexOptions(model=self.model(), prune=True)
-            status.finish(index(listing, self.store, options, engine, RunProgress(status)))
+            summary = index(listing, self.store, options, self._engine_until_stopped(), RunProgress(status))
+            if self._stopping.is_set():
+                status.finish(summary, "stopped")
+                logger.info("indexing the gallery %s stopped with the service after %d of %d images; the next "
+                            "run goes on from there", self.folder, status.done, status.total)
+                return
+            status.finish(summary)
             logger.info("gallery %s indexed: %d new, %d reused, %d unchanged, %d deleted, %d skipped", self.folder,
                         status.indexed, status.reused, status.unchanged, status.deleted, status.skipped)
         except (GalleryError, EncoderError, OSError) as exc:
@@ -135,3 +159,13 @@ class BackgroundIndex:
             logger.exception("indexing the gallery %s failed", self.folder)
         finally:
             self.on_finish()
+
+    def _engine_until_stopped(self) -> Engine:
+        """The local engine, handed no further image once a stop is asked for: what it has read is still
+        written, where an exception would lose the points not yet flushed."""
+        engine = LocalEngine(self.load_encoder, self.url_policy, READING_THREADS)
+
+        def until_stopped(items: list[Item], writer: PointWriter, progress: Progress) -> None:
+            engine(itertools.takewhile(lambda item: not self._stopping.is_set(), items), writer, progress)
+
+        return until_stopped

@@ -176,7 +176,7 @@ class LocalEngine:
         self.url_policy, self.threads = url_policy, threads
         self.encoder = LazyEncoder(load_encoder)
 
-    def __call__(self, items: list[Item], writer: PointWriter, progress: Progress) -> None:
+    def __call__(self, items: Iterable[Item], writer: PointWriter, progress: Progress) -> None:
         try:
             with ThreadPoolExecutor(self.threads, thread_name_prefix="index") as pool:
                 read_and_encode = _reader_encoder(self.encoder, self.url_policy, writer.known_hashes)

@@ -84,6 +84,13 @@ class LiveGallery:
     def indexing(self) -> BackgroundIndex | None:
         return self._background
 
+    def stop_indexing(self) -> None:
+        """The service is stopping: a background run ends between two images, keeping what it wrote."""
+        with self._lock:
+            background = self._background
+        if background is not None:
+            background.stop()
+
     def points_if_open(self) -> int | None:
         """Points in the collection, or None when the store is not open: a metrics scrape must not be what takes
         the embedded store from the command-line indexer."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import statistics
@@ -21,6 +22,7 @@ import numpy as np
 import pytest
 
 from support.assertions import cosine, eventually
+from support.gallery import write_photos
 from support.images import encode_image_bytes, photo_like
 from support.service_process import (
     HOST,
@@ -263,3 +265,30 @@ def test_with_every_request_thread_busy_a_request_is_refused_at_once_and_health_
         holder.close()
     # A thread counts as free once its handler has returned, a moment after the client has the reply.
     assert eventually(lambda: post_json(service.port, "/encode-text", {"text": TEXTS[1]})[0] == 200)
+
+
+def gallery_status(service) -> dict:
+    status, _, body = request(service.port, "GET", "/gallery/status")
+    assert status == 200, body
+    return body
+
+
+@pytest.mark.timeout(300)
+def test_a_service_stopped_mid_index_ends_the_run_cleanly_and_its_next_start_goes_on(service_factory, tmp_path):
+    photos = tmp_path / "photos"
+    write_photos(photos, 200, size=(640, 480))
+    gallery = {"CLIP_GALLERY_DIR": str(photos), "QDRANT_PATH": str(tmp_path / "qdrant_data"), **SLOW_SERVICE}
+    service = service_factory(**gallery)
+    assert eventually(lambda: gallery_status(service)["indexing"]["done"] >= 5, 120), service.log_tail()
+
+    assert stop(service) == 0
+    log = service.log()
+    if re.search(r"gallery \S+ indexed: ", log):
+        pytest.skip("the run ended before the service was stopped: nothing to check")
+    assert "stopped with the service" in log and "Traceback" not in log, log
+    written = int(re.search(r"stopped with the service after (\d+) of 200", log).group(1))
+
+    restarted = service_factory(**gallery)
+    assert eventually(lambda: gallery_status(restarted)["indexing"]["state"] == "done", 180), restarted.log_tail()
+    body = gallery_status(restarted)
+    assert body["points"] == 200 and body["indexing"]["unchanged"] >= written > 0, body
