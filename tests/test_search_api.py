@@ -12,7 +12,9 @@ import pytest
 from PIL import Image
 from qdrant_client import models
 
-from clip_vectorize.gallery.store import GalleryStore, StoreConfig
+from clip_vectorize.errors import ThumbnailUnavailableError
+from clip_vectorize.gallery.store import GalleryStore, IndexedPoint, StoreConfig
+from clip_vectorize.gallery.thumbnails import Thumbnails
 from clip_vectorize.web.state import service_state
 from support.app import make_app
 from support.gallery import write_photos
@@ -390,6 +392,24 @@ def test_a_point_whose_path_leaves_the_gallery_gets_no_thumbnail(gallery):
     finally:
         store.delete(list(forged))
         link.unlink()
+
+
+def test_a_file_swapped_for_a_symlink_after_its_check_is_not_read(tmp_path):
+    photos, secret = tmp_path / "photos", tmp_path / "secret.jpg"
+    photo = write_photos(photos, 1)[0]
+    secret.write_bytes(encode_image_bytes(photo_like(64, 48)))
+    thumbnails = Thumbnails(photos, tmp_path / "thumbnails", 10**7)
+    checked = thumbnails.source_file
+
+    def check_then_swap(point):  # someone with write access to the folder, between the check and the read
+        source = checked(point)
+        source.unlink()
+        source.symlink_to(secret)
+        return source
+
+    thumbnails.source_file = check_then_swap
+    with pytest.raises(ThumbnailUnavailableError):
+        thumbnails.for_point(IndexedPoint(1, {"path": str(photo.relative_to(photos))}))
 
 
 @pytest.mark.parametrize("path", ["/gallery/thumbnails/..%2F..%2Fetc%2Fpasswd", "/gallery/thumbnails/abc",

@@ -2,7 +2,7 @@
 
 A point's payload is data, not a permission: its path is served only when, resolved (symlinks followed), it is a
 regular file under CLIP_GALLERY_DIR. A payload pointing elsewhere (`..`, an absolute path, a symlink out of the
-folder) gets no thumbnail, whatever wrote it.
+folder) gets no thumbnail, whatever wrote it; nor does a file swapped for a symlink after that check.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class Thumbnails:
 
     def _make(self, source: Path, target: Path) -> None:
         try:
-            image = load_rgb_image(source.read_bytes(), self.max_pixels, draft_size=self.side)
+            image = load_rgb_image(_read_unfollowed(source), self.max_pixels, draft_size=self.side)
         except (OSError, InvalidImageError) as exc:
             raise ThumbnailUnavailableError(f"cannot make a thumbnail of {source.name}: {exc}") from None
         image.thumbnail((self.side, self.side))
@@ -69,3 +69,9 @@ class Thumbnails:
             os.replace(temporary, target)
         finally:
             Path(temporary).unlink(missing_ok=True)  # gone after the rename; left only by a failed save
+
+
+def _read_unfollowed(resolved: Path) -> bytes:
+    """A checked, resolved path's bytes; a symlink put in the file's place since the check is refused (ELOOP)."""
+    with os.fdopen(os.open(resolved, os.O_RDONLY | os.O_NOFOLLOW), "rb") as handle:
+        return handle.read()
