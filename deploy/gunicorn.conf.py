@@ -72,7 +72,7 @@ threads = _server.threads or _default_threads()
 # A worker loads and warms up the model before answering; on a slow CPU that takes 1-2 minutes, and gunicorn
 # kills a worker that stays silent longer than `timeout`. With gthread a long request does not count as silence.
 timeout = _server.timeout
-graceful_timeout = 30  # on SIGTERM, in-flight requests get this long to finish (then the gallery's run, up to 10 s)
+graceful_timeout = 30  # on SIGTERM, in-flight requests and then the gallery's index run get this long to finish
 keepalive = 5  # the Node.js backend reuses connections
 control_socket_disable = True  # gunicornc is not used, and the unit gives the service no home to put the socket in
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import re
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,8 @@ from clip_vectorize.gallery.store import GalleryStore, IndexedPoint, StoreConfig
 from clip_vectorize.gallery.thumbnails import Thumbnails
 from clip_vectorize.web.state import service_state
 from support.app import make_app
+from support.assertions import eventually
+from support.fake_encoder import FakeEncoder
 from support.gallery import write_photos
 from support.images import encode_image_bytes, photo_like
 
@@ -310,6 +313,26 @@ def test_a_run_stopped_with_the_service_keeps_what_it_encoded_and_the_next_start
     assert (run.unchanged, run.indexed) == (stopped.indexed, 10 - stopped.indexed)
 
 
+def test_a_stop_while_the_model_is_still_loading_ends_the_run_at_once(tmp_path):
+    photos = tmp_path / "photos"
+    write_photos(photos, 3)
+    gallery = service_state(make_app(FakeEncoder(ready=False), gallery_dir=str(photos))).gallery
+    gallery.reindex()
+    # The reading thread exists once the first photo is taken: it waits for the model from then on.
+    assert eventually(lambda: any(thread.name.startswith("index") for thread in threading.enumerate()))
+    gallery.stop_indexing()
+    assert gallery.indexing.status.state == "stopped" and gallery.indexing.status.indexed == 0
+
+
+def test_once_the_service_is_stopping_no_run_starts(tiny_encoder, tmp_path):
+    photos = tmp_path / "photos"
+    write_photos(photos, 2)
+    gallery = service_state(make_app(tiny_encoder, gallery_dir=str(photos))).gallery
+    gallery.stop_indexing()  # before the start-up thread got the store, say
+    gallery.reindex()
+    assert gallery.indexing.status.state == "idle" and gallery.store().count() == 0
+
+
 def test_searches_while_the_service_indexes_are_answered(tiny_encoder, tmp_path):
     """Request threads and the index thread share the embedded store: every search answers, none fails."""
     photos = tmp_path / "photos"
@@ -394,17 +417,28 @@ def test_a_point_whose_path_leaves_the_gallery_gets_no_thumbnail(gallery):
         link.unlink()
 
 
-def test_a_file_swapped_for_a_symlink_after_its_check_is_not_read(tmp_path):
-    photos, secret = tmp_path / "photos", tmp_path / "secret.jpg"
+def swap_file_for_link(source: Path, outside: Path) -> None:
+    source.unlink()
+    source.symlink_to(outside / source.name)
+
+
+def swap_folder_for_link(source: Path, outside: Path) -> None:
+    source.parent.rename(source.parent.with_name("moved"))
+    source.parent.symlink_to(outside, target_is_directory=True)
+
+
+@pytest.mark.parametrize("swap", [swap_file_for_link, swap_folder_for_link])
+def test_a_file_or_folder_swapped_for_a_symlink_after_the_check_is_not_read(tmp_path, swap):
+    photos, outside = tmp_path / "photos", tmp_path / "outside"
     photo = write_photos(photos, 1)[0]
-    secret.write_bytes(encode_image_bytes(photo_like(64, 48)))
+    outside.mkdir()
+    (outside / photo.name).write_bytes(encode_image_bytes(photo_like(64, 48)))  # a readable image, not the gallery's
     thumbnails = Thumbnails(photos, tmp_path / "thumbnails", 10**7)
     checked = thumbnails.source_file
 
     def check_then_swap(point):  # someone with write access to the folder, between the check and the read
         source = checked(point)
-        source.unlink()
-        source.symlink_to(secret)
+        swap(source, outside)
         return source
 
     thumbnails.source_file = check_then_swap

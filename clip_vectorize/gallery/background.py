@@ -93,24 +93,30 @@ class PoliteEncoder:
         return self.encoder.encode_images(images)
 
 
+EncoderWait = Callable[[threading.Event], ImageEncoder]  # blocks until the model is up, or the event is set
+
+
 class BackgroundIndex:
     """One folder into one store, one run at a time. `model` names the model points record; `wait_for_encoder`
-    blocks until the service's model is up."""
+    blocks until the service's model is up; `stopping` is set when the service stops (see `stop`)."""
 
-    def __init__(self, folder: Path, store: GalleryStore, model: Callable[[], str],
-                 wait_for_encoder: Callable[[], ImageEncoder], busy: Callable[[], bool], url_policy: UrlPolicy,
+    def __init__(self, folder: Path, store: GalleryStore, model: Callable[[], str], wait_for_encoder: EncoderWait,
+                 busy: Callable[[], bool], url_policy: UrlPolicy, stopping: threading.Event,
                  on_finish: Callable[[], None] = lambda: None) -> None:
         self.folder, self.store, self.model = folder, store, model
-        self.load_encoder = lambda: PoliteEncoder(wait_for_encoder(), busy)
+        self.load_encoder = lambda: PoliteEncoder(wait_for_encoder(stopping), busy)
         self.url_policy, self.on_finish = url_policy, on_finish
         self.status = RunStatus()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
+        self._stopping = stopping
 
     def start(self) -> RunStatus:
-        """Begin a run on a background thread; an IndexRunningError while one is under way."""
+        """Begin a run on a background thread; an IndexRunningError while one is under way. Once the service is
+        stopping, nothing starts."""
         with self._lock:
+            if self._stopping.is_set():
+                return self.status
             if self.running:
                 raise IndexRunningError(f"{self.folder} is being indexed ({self.status.done} of {self.status.total} "
                                         "images read); see GET /gallery/status")
@@ -130,8 +136,8 @@ class BackgroundIndex:
         return self.status
 
     def stop(self, timeout: float = STOP_WAIT_S) -> RunStatus:
-        """End the run between two images, keeping every point written (the next run goes on from there), and
-        start no other. The status once it has ended, or still running after `timeout` (a model still loading)."""
+        """End the run once the few images already read are written (the next run goes on from there), and start
+        no other. The status once it has ended, or still running after `timeout`."""
         self._stopping.set()
         return self.wait(timeout)
 
@@ -143,22 +149,36 @@ class BackgroundIndex:
             listing = list_source(str(self.folder))
             options = IndexOptions(model=self.model(), prune=True)
             summary = index(listing, self.store, options, self._engine_until_stopped(), RunProgress(status))
-            if self._stopping.is_set():
-                status.finish(summary, "stopped")
-                logger.info("indexing the gallery %s stopped with the service after %d of %d images; the next "
-                            "run goes on from there", self.folder, status.done, status.total)
-                return
-            status.finish(summary)
-            logger.info("gallery %s indexed: %d new, %d reused, %d unchanged, %d deleted, %d skipped", self.folder,
-                        status.indexed, status.reused, status.unchanged, status.deleted, status.skipped)
-        except (GalleryError, EncoderError, OSError) as exc:
-            status.state, status.error, status.finished_at = "failed", str(exc), time.time()
-            logger.error("indexing the gallery %s failed: %s", self.folder, exc)
         except Exception as exc:  # a background thread's failure must reach the status, not vanish
-            status.state, status.error, status.finished_at = "failed", f"unexpected error: {exc}", time.time()
-            logger.exception("indexing the gallery %s failed", self.folder)
+            self._fail(status, exc)
+        else:
+            self._finish(status, summary)
         finally:
             self.on_finish()
+
+    def _finish(self, status: RunStatus, summary: Summary) -> None:
+        if status.done < status.total:  # cut short by a stop
+            status.finish(summary, "stopped")
+            logger.info("indexing the gallery %s stopped with the service after %d of %d images; the next run goes "
+                        "on from there", self.folder, status.done, status.total)
+            return
+        status.finish(summary)
+        logger.info("gallery %s indexed: %d new, %d reused, %d unchanged, %d deleted, %d skipped", self.folder,
+                    status.indexed, status.reused, status.unchanged, status.deleted, status.skipped)
+
+    def _fail(self, status: RunStatus, exc: Exception) -> None:
+        status.finished_at = time.time()
+        if self._stopping.is_set():  # the service stopped first: a model that never loaded, say
+            status.state = "stopped"
+            logger.info("indexing the gallery %s stopped with the service: %s", self.folder, exc)
+            return
+        status.state = "failed"
+        if isinstance(exc, (GalleryError, EncoderError, OSError)):
+            status.error = str(exc)
+            logger.error("indexing the gallery %s failed: %s", self.folder, exc)
+        else:
+            status.error = f"unexpected error: {exc}"
+            logger.exception("indexing the gallery %s failed", self.folder)
 
     def _engine_until_stopped(self) -> Engine:
         """The local engine, handed no further image once a stop is asked for: what it has read is still

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from clip_vectorize.errors import GalleryError, NoGalleryFolderError
-from clip_vectorize.gallery.background import BackgroundIndex
-from clip_vectorize.gallery.indexer import ImageEncoder, model_id
+from clip_vectorize.gallery.background import BackgroundIndex, EncoderWait
+from clip_vectorize.gallery.indexer import model_id
 from clip_vectorize.gallery.search import GallerySearch
 from clip_vectorize.gallery.store import GalleryStore, StoreConfig
 from clip_vectorize.gallery.thumbnails import Thumbnails
@@ -25,11 +25,11 @@ from config import Settings
 
 class LiveGallery:
     """`model_name` names the service's model (before it is loaded too); `wait_for_encoder` blocks until the
-    model is up; `busy` says whether a live request is being served (the background index waits for it);
-    `on_query` hears how long each Qdrant query took."""
+    model is up (or the event it is given is set); `busy` says whether a live request is being served (the
+    background index waits for it); `on_query` hears how long each Qdrant query took."""
 
     def __init__(self, settings: Settings, url_policy: UrlPolicy, model_name: Callable[[], str],
-                 wait_for_encoder: Callable[[], ImageEncoder], busy: Callable[[], bool],
+                 wait_for_encoder: EncoderWait, busy: Callable[[], bool],
                  on_query: Callable[[float], None]) -> None:
         self.config = StoreConfig.from_settings(settings)
         self._model_name = model_name
@@ -42,6 +42,7 @@ class LiveGallery:
         self._background: BackgroundIndex | None = None
         self._lock = threading.Lock()
         self._other_models: list[str] | None = None  # cached: finding them scans the collection
+        self._stopping = threading.Event()  # set once, when the service stops: no run starts after it
 
     @property
     def model(self) -> str:
@@ -77,7 +78,8 @@ class LiveGallery:
         with self._lock:
             if self._background is None:
                 self._background = BackgroundIndex(self.folder, store, lambda: self.model, self._wait_for_encoder,
-                                                   self._busy, self._url_policy, on_finish=self._forget_models)
+                                                   self._busy, self._url_policy, self._stopping,
+                                                   on_finish=self._forget_models)
             return self._background
 
     @property
@@ -85,8 +87,10 @@ class LiveGallery:
         return self._background
 
     def stop_indexing(self) -> None:
-        """The service is stopping: a background run ends between two images, keeping what it wrote."""
+        """The service is stopping: a background run ends once the images it has read are written, and no other
+        starts (the start-up thread may still be waiting for the store)."""
         with self._lock:
+            self._stopping.set()
             background = self._background
         if background is not None:
             background.stop()

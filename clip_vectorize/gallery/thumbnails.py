@@ -2,13 +2,14 @@
 
 A point's payload is data, not a permission: its path is served only when, resolved (symlinks followed), it is a
 regular file under CLIP_GALLERY_DIR. A payload pointing elsewhere (`..`, an absolute path, a symlink out of the
-folder) gets no thumbnail, whatever wrote it; nor does a file swapped for a symlink after that check.
+folder) gets no thumbnail, whatever wrote it; nor does a file or folder swapped for a symlink after that check.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -56,7 +57,7 @@ class Thumbnails:
 
     def _make(self, source: Path, target: Path) -> None:
         try:
-            image = load_rgb_image(_read_unfollowed(source), self.max_pixels, draft_size=self.side)
+            image = load_rgb_image(_read_within(self.gallery_dir, source), self.max_pixels, draft_size=self.side)
         except (OSError, InvalidImageError) as exc:
             raise ThumbnailUnavailableError(f"cannot make a thumbnail of {source.name}: {exc}") from None
         image.thumbnail((self.side, self.side))
@@ -71,7 +72,11 @@ class Thumbnails:
             Path(temporary).unlink(missing_ok=True)  # gone after the rename; left only by a failed save
 
 
-def _read_unfollowed(resolved: Path) -> bytes:
-    """A checked, resolved path's bytes; a symlink put in the file's place since the check is refused (ELOOP)."""
-    with os.fdopen(os.open(resolved, os.O_RDONLY | os.O_NOFOLLOW), "rb") as handle:
+def _read_within(folder: Path, checked: Path) -> bytes:
+    """The bytes of `checked`, if the file opened is still a regular file under `folder`: a file or directory
+    swapped for a symlink since the check leads out of it. Non-blocking, so a FIFO swapped in cannot hang us."""
+    with os.fdopen(os.open(checked, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
+        opened = Path(os.readlink(f"/proc/self/fd/{handle.fileno()}"))  # where the file really is (Linux)
+        if not opened.is_relative_to(folder) or not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise OSError(f"{checked.name} was replaced since it was checked")
         return handle.read()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass, field
 
 from flask import Flask, current_app
@@ -67,10 +66,12 @@ class ServiceState:
             raise ModelNotReadyError("the CLIP model is still loading; retry in a few seconds")
         return self.encoder
 
-    def wait_for_encoder(self) -> Encoder:
-        """The encoder once it is ready, however long the model takes to load (background work only)."""
+    def wait_for_encoder(self, stopping: threading.Event) -> Encoder:
+        """The encoder once it is ready, however long the model takes to load (background work only); a
+        ModelNotReadyError once `stopping` is set first."""
         while self.encoder is None or not self.encoder.ready:
-            time.sleep(ENCODER_POLL_S)
+            if stopping.wait(ENCODER_POLL_S):
+                raise ModelNotReadyError("the service stopped before its model was loaded")
         return self.encoder
 
     def install(self, app: Flask) -> None:

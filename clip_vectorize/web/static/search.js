@@ -35,10 +35,13 @@ async function call(path, options = {}) {
   return response;
 }
 
-// Point ids may be unsigned 64-bit integers, which JSON.parse would round above 2^53: those stay exact, as text
-// (the service takes an id as digits in a string too).
+// Point ids may be unsigned 64-bit integers, which a JavaScript number rounds above 2^53: those stay exact, as
+// text (the service takes an id as digits in a string too). Browsers without JSON.parse's source text access
+// (before Chrome 114, Firefox 135, Safari 18.4) still round them.
+const ID_KEYS = new Set(["id", "image_id"]);
+
 function keepIdsExact(key, value, context) {
-  const unsafeId = key === "id" && typeof value === "number" && !Number.isSafeInteger(value);
+  const unsafeId = ID_KEYS.has(key) && typeof value === "number" && !Number.isSafeInteger(value);
   return unsafeId && context ? context.source : value;
 }
 
@@ -241,8 +244,9 @@ function searchFromUrl() {
     return { kind: "text", value: params.get("q") };
   }
   const similar = params.get("similar");
-  if (similar) return { kind: "similar", value: /^\d+$/.test(similar) ? Number(similar) : similar };
-  return null;
+  if (!similar) return null;
+  const safeInteger = /^\d+$/.test(similar) && Number.isSafeInteger(Number(similar));
+  return { kind: "similar", value: safeInteger ? Number(similar) : similar }; // a larger one stays exact, as text
 }
 
 function setThreshold(value) {
