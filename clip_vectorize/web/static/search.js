@@ -244,9 +244,7 @@ function searchFromUrl() {
     return { kind: "text", value: params.get("q") };
   }
   const similar = params.get("similar");
-  if (!similar) return null;
-  const safeInteger = /^\d+$/.test(similar) && Number.isSafeInteger(Number(similar));
-  return { kind: "similar", value: safeInteger ? Number(similar) : similar }; // a larger one stays exact, as text
+  return similar ? { kind: "similar", value: similar } : null; // as text: the service takes an id as digits too
 }
 
 function setThreshold(value) {
