@@ -246,12 +246,14 @@ def test_with_every_request_thread_busy_a_request_is_refused_at_once_and_health_
         holder = socket.create_connection((HOST, service.port), timeout=30)
         holder.sendall(head + body[:3])
         holders.append(holder)
-    deadline = time.monotonic() + 10
-    while True:  # the held requests reach their threads in moments (longer on a busy machine); until then one is served
-        seconds, (status, headers, refused) = timed(post_json, service.port, "/encode-text", {"text": TEXTS[1]}, 10)
-        if status != 200 or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+    answers = []  # (seconds, (status, headers, body)) of each probe
+
+    def not_served() -> bool:  # the held requests reach their threads in moments; until then a probe is served
+        answers.append(timed(post_json, service.port, "/encode-text", {"text": TEXTS[1]}, 10))
+        return answers[-1][1][0] != 200
+
+    eventually(not_served, 10)
+    seconds, (status, headers, refused) = answers[-1]
     assert status == 503, refused
     assert refused["code"] == "overloaded" and "thread" in refused["error"], refused
     assert int(headers["retry-after"]) >= 1 and headers.get("x-request-id"), headers
