@@ -241,19 +241,24 @@ def test_with_every_request_thread_busy_a_request_is_refused_at_once_and_health_
     body = json.dumps({"text": TEXTS[0]}).encode()
     head = (f"POST /encode-text HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode()
-    holders = []
-    for _ in range(2):  # each thread waits for the rest of a body that has not come yet
-        holder = socket.create_connection((HOST, service.port), timeout=30)
+    holders: list[socket.socket] = []
+
+    def hold_a_thread() -> bool:
+        """A request whose thread waits for the rest of its body. A thread still finishing an earlier request (it
+        counts as busy a moment after its client has the reply) gets this one refused at once: then try again."""
+        holder = socket.create_connection((HOST, service.port), timeout=0.5)
         holder.sendall(head + body[:3])
-        holders.append(holder)
-    answers = []  # (seconds, (status, headers, body)) of each probe
+        try:
+            holder.recv(1)
+        except TimeoutError:  # no answer: it holds a thread
+            holder.settimeout(30)
+            holders.append(holder)
+            return len(holders) == 2
+        holder.close()
+        return False
 
-    def not_served() -> bool:  # the held requests reach their threads in moments; until then a probe is served
-        answers.append(timed(post_json, service.port, "/encode-text", {"text": TEXTS[1]}, 10))
-        return answers[-1][1][0] != 200
-
-    eventually(not_served, 10)
-    seconds, (status, headers, refused) = answers[-1]
+    assert eventually(hold_a_thread, 20), f"{len(holders)} of 2 request threads held"
+    seconds, (status, headers, refused) = timed(post_json, service.port, "/encode-text", {"text": TEXTS[1]}, 10)
     assert status == 503, refused
     assert refused["code"] == "overloaded" and "thread" in refused["error"], refused
     assert int(headers["retry-after"]) >= 1 and headers.get("x-request-id"), headers
