@@ -148,12 +148,15 @@ def test_more_like_this_searches_near_that_image_and_leaves_it_out(gallery_servi
     service, _ = gallery_service
     open_with_key(page, service.url + "/?q=car")
     page.locator(".result").nth(2).wait_for()
-    chosen = result_ids(page)[2]
+    chosen, name = result_ids(page)[2], page.locator(".result .name").nth(2).inner_text()
     page.locator(".result").nth(2).get_by_role("button", name=re.compile("More like this")).click()
     page.wait_for_url(re.compile(r"[?&]similar="))
-    page.locator("#query-summary").filter(has_text="images like the one chosen").wait_for()
+    page.locator("#query-summary").filter(has_text=f"images like “{name}”").wait_for()
     assert chosen not in result_ids(page)
     assert len(result_ids(page)) == 20
+    assert page.locator("#query").input_value() == ""  # the box no longer shows the text search before it
+    page.reload()  # the shared link knows the id, not the name
+    page.locator("#query-summary").filter(has_text="images like the one chosen").wait_for()
 
 
 def test_more_like_this_sends_a_64_bit_point_id_exactly(gallery_service, page):

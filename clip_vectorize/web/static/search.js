@@ -11,7 +11,7 @@ const MODEL_RETRY_MS = 5000;
 const $ = (id) => document.getElementById(id);
 const needsKey = document.body.dataset.needsKey === "true";
 
-let current = null; // the search on screen: {kind: "text"|"similar"|"photo", value, results: [], received}
+let current = null; // the search on screen: {kind: "text"|"similar"|"photo", value, label?, results, received}
 let generation = 0; // which search is current: an answer to an older one is dropped, not shown
 let loading = false;
 let retryTimer = null;
@@ -131,7 +131,8 @@ function describeResults(body) {
   } else {
     showMessage("");
   }
-  const what = { text: `“${current.value}”`, similar: "images like the one chosen", photo: "your photo" }[current.kind];
+  const chosen = current.label ? `“${current.label}”` : "the one chosen"; // a shared ?similar= link has no name
+  const what = { text: `“${current.value}”`, similar: `images like ${chosen}`, photo: "your photo" }[current.kind];
   const encoder = body.encoder ? `, ${body.encoder} encoder` : "";
   $("query-summary").textContent = count ? `${count} results for ${what} (model ${body.model}${encoder})` : "";
 }
@@ -181,19 +182,23 @@ function resultMeta(result) {
   score.textContent = result.score.toFixed(3);
   const name = document.createElement("span");
   name.className = "name";
-  name.textContent = String(result.payload.image_id ?? result.payload.path ?? result.id);
+  name.textContent = resultName(result);
   const similar = document.createElement("button");
   similar.type = "button";
   similar.className = "more-like-this";
   similar.textContent = "More like this · 相似图片";
-  similar.addEventListener("click", () => navigate({ kind: "similar", value: result.id }));
+  similar.addEventListener("click", () => navigate({ kind: "similar", value: result.id, label: resultName(result) }));
   meta.append(score, name, similar);
   return meta;
 }
 
+function resultName(result) {
+  return String(result.payload.image_id ?? result.payload.path ?? result.id);
+}
+
 async function showThumbnail(frame, result) {
   const img = document.createElement("img");
-  img.alt = String(result.payload.image_id ?? result.id);
+  img.alt = resultName(result);
   img.loading = "lazy";
   if (result.payload.url && !result.payload.path) {
     img.src = result.payload.url; // a URL item: the browser loads it from where it lives
@@ -224,6 +229,7 @@ async function showThumbnail(frame, result) {
 // ---------------------------------------------------------------- the URL holds the search
 
 function navigate(search) {
+  if (search.kind !== "text") $("query").value = ""; // the box shows a text search only, never a stale one
   if (search.kind !== "photo") {
     const params = new URLSearchParams();
     params.set(search.kind === "text" ? "q" : "similar", String(search.value));
@@ -244,6 +250,7 @@ function searchFromUrl() {
     return { kind: "text", value: params.get("q") };
   }
   const similar = params.get("similar");
+  $("query").value = "";
   return similar ? { kind: "similar", value: similar } : null; // as text: the service takes an id as digits too
 }
 
@@ -296,7 +303,6 @@ function searchPhoto(file) {
     showMessage(`${file.name} is not an image.`, true);
     return;
   }
-  $("query").value = "";
   navigate({ kind: "photo", value: file });
 }
 
