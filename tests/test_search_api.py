@@ -170,16 +170,18 @@ def test_a_filter_in_qdrants_shape_that_the_store_refuses_is_a_400_too(gallery):
     assert status == 400 and answer["code"] == "invalid_filter"
 
 
-@pytest.mark.parametrize("bad_filter", [
-    {"muts": []},
-    {"must": "brand"},
-    {"must": [{"key": "brand", "match": {"vaule": "BMW"}}]},
-    {"must": [{"key": "year", "range": {"gte": "twenty"}}]},
-    ["must"],
+@pytest.mark.parametrize("bad_filter, where", [
+    ({"muts": []}, "muts: "),
+    ({"must": "brand"}, "must: "),
+    ({"must": [{"key": "brand", "match": {"vaule": "BMW"}}]}, "must.0.match.value: "),
+    ({"must": [{"key": "year", "range": {"gte": "twenty"}}]}, "must.0.range.gte: "),
+    ({"should": [{"key": "brand", "mtch": {"value": "BMW"}}]}, "should.0.mtch: "),
+    (["must"], "must be a JSON object"),
 ])
-def test_a_malformed_filter_is_a_400_with_an_example_of_a_good_one(gallery, bad_filter):
+def test_a_malformed_filter_is_a_400_naming_where_with_an_example_of_a_good_one(gallery, bad_filter, where):
     status, answer = search(gallery[0], text="car", filter=bad_filter)
     assert status == 400 and answer["code"] == "invalid_filter"
+    assert where in answer["error"] and "Condition" not in answer["error"], answer["error"]  # no pydantic labels
     assert '"match": {"value": "BMW"}' in answer["error"]
 
 

@@ -45,11 +45,15 @@ def parse_filter(raw: object) -> models.Filter:
     try:
         return models.Filter.model_validate(raw)
     except pydantic.ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"] if "[" not in str(part))  # drop pydantic's union labels
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise InvalidFilterError(f"'filter' is not a Qdrant filter: {where}: {first['msg']}{more}. "
+        first = exc.errors()[0]  # the rest are mostly the same mistake seen by each alternative of a union
+        raise InvalidFilterError(f"'filter' is not a Qdrant filter: {_json_path(first['loc'])}: {first['msg']}. "
                                  f"Example: {FILTER_EXAMPLE}") from None
+
+
+def _json_path(loc: tuple[int | str, ...]) -> str:
+    """pydantic's error location as the caller's JSON path: its union labels (`FieldCondition`, `MatchValue`,
+    `list[...]`) are model names, never keys of Qdrant's filter JSON, which are all lower case."""
+    return ".".join(str(part) for part in loc if not (isinstance(part, str) and (part[:1].isupper() or "[" in part)))
 
 
 def parse_point_id(raw: object) -> PointId | None:
