@@ -229,7 +229,7 @@ async function showThumbnail(frame, result) {
 // ---------------------------------------------------------------- the URL holds the search
 
 function navigate(search) {
-  if (search.kind !== "text") $("query").value = ""; // the box shows a text search only, never a stale one
+  showQuery(search);
   if (search.kind !== "photo") {
     const params = new URLSearchParams();
     params.set(search.kind === "text" ? "q" : "similar", String(search.value));
@@ -245,13 +245,15 @@ function searchFromUrl() {
   const params = new URLSearchParams(location.search);
   const min = Math.min(Number(params.get("min")) || 0, 1);
   setThreshold(min > 0 ? min : 0); // a URL without min means no threshold, whatever the slider said before
-  if (params.get("q")) {
-    $("query").value = params.get("q");
-    return { kind: "text", value: params.get("q") };
-  }
-  const similar = params.get("similar");
-  $("query").value = "";
-  return similar ? { kind: "similar", value: similar } : null; // as text: the service takes an id as digits too
+  const text = params.get("q");
+  const similar = params.get("similar"); // as text: the service takes an id as digits too
+  const search = text ? { kind: "text", value: text } : similar ? { kind: "similar", value: similar } : null;
+  showQuery(search);
+  return search;
+}
+
+function showQuery(search) {
+  $("query").value = search?.kind === "text" ? search.value : ""; // never a stale text over other results
 }
 
 function setThreshold(value) {
