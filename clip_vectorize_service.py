@@ -17,7 +17,7 @@ from flask import Flask
 from transformers.utils import logging as transformers_logging
 
 from clip_encoder import ClipEncoder
-from clip_vectorize.errors import GalleryError, StoreError
+from clip_vectorize.gallery.errors import GalleryError, StoreError
 from clip_vectorize.inference.model_source import resolve_model_source
 from clip_vectorize.inference.vectors import Encoder
 from clip_vectorize.web import encode, gallery, openai_api, page, probes, search

@@ -96,7 +96,7 @@ def test_the_gallery_area_reaches_no_web_framework(module):
 def test_ray_is_imported_by_the_ray_engine_alone():
     importers = [module for module in all_modules() if any(name.split(".")[0] == "ray" for name in
                                                            direct_imports(module))]
-    assert importers == [f"{PACKAGE}.gallery.ray_engine"]
+    assert importers == [f"{PACKAGE}.gallery.engines.ray"]
 
 
 def test_config_imports_nothing_of_the_project():

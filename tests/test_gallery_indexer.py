@@ -10,19 +10,22 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clip_vectorize.errors import ModelLoadError, SourceError, StoreError
-from clip_vectorize.gallery.indexer import IndexOptions, LocalEngine, index
+from clip_vectorize.errors import ModelLoadError
+from clip_vectorize.gallery.engines.local import LocalEngine
+from clip_vectorize.gallery.errors import SourceError, StoreError
+from clip_vectorize.gallery.indexing import IndexOptions, index
 from clip_vectorize.gallery.sources import list_source
-from clip_vectorize.gallery.store import GalleryStore, StoreConfig
+from clip_vectorize.gallery.store import open_store
+from clip_vectorize.gallery.store.base import StoreConfig
 from clip_vectorize.url_fetch import UrlPolicy
 from support.assertions import cosine
-from support.gallery import CountingLoader, SilentProgress, open_store, points, run_index, write_photos
+from support.gallery import CountingLoader, SilentProgress, open_test_store, points, run_index, write_photos
 from support.images import encode_image_bytes, photo_like
 
 
 @pytest.fixture
 def store(tmp_path):
-    store = open_store(tmp_path)
+    store = open_test_store(tmp_path)
     yield store
     store.close()
 
@@ -49,8 +52,9 @@ def test_a_folder_is_indexed_with_the_services_own_vectors_and_bookkeeping_paylo
         assert payload["image_id"] == path.relative_to(tmp_path / "photos").as_posix()
         assert payload["model"] == "tiny-clip" and payload["source"] == str((tmp_path / "photos").resolve())
         assert payload["file_size"] == path.stat().st_size and len(payload["content_hash"]) == 32
-    info = store.client.get_collection(store.collection).config.params.vectors
-    assert (info.size, info.distance.value) == (tiny_encoder.dimension, "Cosine")
+    assert all(len(vector) == tiny_encoder.dimension for _, vector in stored.values())
+    with pytest.raises(StoreError, match=f"holds {tiny_encoder.dimension}-d vectors"):
+        store.ensure_collection(tiny_encoder.dimension + 1)
 
 
 def test_a_rerun_with_nothing_changed_loads_no_model_and_duplicates_nothing(tmp_path, store, loader):
@@ -258,4 +262,4 @@ def test_a_collection_of_another_dimension_is_refused(store):
 
 def test_an_embedded_store_in_use_by_another_client_is_one_clear_line(tmp_path, store):
     with pytest.raises(StoreError, match="in use by another process .*QDRANT_URL"):
-        GalleryStore(StoreConfig("car_images", path=str(tmp_path / "qdrant_data")))
+        open_store(StoreConfig("car_images", path=str(tmp_path / "qdrant_data")))

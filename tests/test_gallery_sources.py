@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from clip_vectorize.errors import SourceError
+from clip_vectorize.gallery.errors import SourceError
 from clip_vectorize.gallery.sources import POINT_NAMESPACE, list_source
 
 

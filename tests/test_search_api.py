@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from qdrant_client import models
 
-from clip_vectorize.errors import ThumbnailUnavailableError
-from clip_vectorize.gallery.store import GalleryStore, IndexedPoint, StoreConfig
+from clip_vectorize.gallery.errors import ThumbnailUnavailableError
+from clip_vectorize.gallery.store import open_store
+from clip_vectorize.gallery.store.base import IndexedPoint, NewPoint, StoreConfig
 from clip_vectorize.gallery.thumbnails import Thumbnails
 from clip_vectorize.web.state import service_state
 from support.app import make_app
@@ -220,7 +220,7 @@ def test_without_an_indexed_collection_every_search_is_a_clear_404(tiny_encoder)
 
 
 def test_a_store_held_by_another_process_is_a_503_to_retry(tiny_encoder, tmp_path):
-    holder = GalleryStore(StoreConfig("car_images", path=str(tmp_path / "qdrant_data")))  # as the indexer would
+    holder = open_store(StoreConfig("car_images", path=str(tmp_path / "qdrant_data")))  # as the indexer would
     try:
         client = make_app(tiny_encoder, qdrant_path=str(tmp_path / "qdrant_data")).test_client()
         response = client.post("/search", json={"text": "car"})
@@ -357,7 +357,7 @@ def test_a_store_held_at_start_up_is_indexed_once_it_is_free(tiny_encoder, tmp_p
     monkeypatch.setattr(clip_vectorize_service, "STORE_RETRY_S", 0.05)
     photos = tmp_path / "photos"
     write_photos(photos, 2)
-    holder = GalleryStore(StoreConfig("car_images", path=str(tmp_path / "q")))  # the indexer command, say
+    holder = open_store(StoreConfig("car_images", path=str(tmp_path / "q")))  # the indexer command, say
     app = make_app(tiny_encoder, gallery_dir=str(photos), qdrant_path=str(tmp_path / "q"))
     state = service_state(app)
     starting = threading.Thread(target=clip_vectorize_service._index_gallery, args=(state,))
@@ -398,7 +398,7 @@ def test_a_thumbnail_is_a_small_jpeg_made_once_and_cached(gallery, tmp_path):
     assert first.cache_control.private and not first.cache_control.public  # it was behind the API key
 
 
-def test_a_point_whose_path_leaves_the_gallery_gets_no_thumbnail(gallery):
+def test_a_point_whose_path_leaves_the_gallery_gets_no_thumbnail(gallery, tiny_encoder):
     client, photos = gallery
     store = service_state(client.application).gallery.store()
     secret = photos.parent / "secret.jpg"  # a readable image, one step outside the gallery folder
@@ -407,9 +407,8 @@ def test_a_point_whose_path_leaves_the_gallery_gets_no_thumbnail(gallery):
     link.symlink_to(secret)
     forged = {101: str(secret), 102: f"{photos}/../{secret.name}", 103: "../secret.jpg", 104: "/etc/passwd",
               105: str(link), 106: "../../../../etc/passwd"}
-    vector = [0.1] * store.client.get_collection(store.collection).config.params.vectors.size
-    store.upsert([models.PointStruct(id=point, vector=vector, payload={"path": path})
-                  for point, path in forged.items()])
+    vector = [0.1] * tiny_encoder.dimension
+    store.upsert([NewPoint(point, vector, {"path": path}) for point, path in forged.items()])
     try:
         for point in forged:
             response = client.get(f"/gallery/thumbnails/{point}")

@@ -16,11 +16,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from clip_vectorize.errors import GalleryError, ModelLoadError
+from clip_vectorize.errors import ModelLoadError
 from clip_vectorize.gallery.console import BarProgress, LogProgress, render_summary, write_skipped
-from clip_vectorize.gallery.indexer import Engine, IndexOptions, LocalEngine, Summary, index, model_id
+from clip_vectorize.gallery.engines.local import LocalEngine
+from clip_vectorize.gallery.errors import GalleryError
+from clip_vectorize.gallery.indexing import Engine, IndexOptions, index
+from clip_vectorize.gallery.payload import model_id
 from clip_vectorize.gallery.sources import list_source
-from clip_vectorize.gallery.store import GalleryStore, StoreConfig
+from clip_vectorize.gallery.store import open_store
+from clip_vectorize.gallery.store.base import StoreConfig
+from clip_vectorize.gallery.summary import Summary
 from clip_vectorize.inference.model_source import resolve_model_source  # no torch: a rerun with nothing to do is quick
 from clip_vectorize.url_fetch import UrlPolicy
 from config import Settings
@@ -71,7 +76,7 @@ def run_index(args: argparse.Namespace, settings: Settings) -> Summary:
     config = StoreConfig.from_settings(settings)
     options = IndexOptions(model=model_id(resolve_model_source(settings)), upsert_batch=args.batch, prune=args.prune)
     engine = _engine(args, settings, config)
-    store = GalleryStore(config)
+    store = open_store(config)
     try:
         if args.recreate:
             store.recreate()
@@ -89,7 +94,7 @@ def _engine(args: argparse.Namespace, settings: Settings, config: StoreConfig) -
     policy = UrlPolicy.from_settings(settings)
     if args.engine == "local":
         return LocalEngine(load_encoder, policy, threads)
-    from clip_vectorize.gallery import ray_engine
+    from clip_vectorize.gallery.engines import ray as ray_engine
 
     ray_engine.check_target(config)
     return ray_engine.RayEngine(load_encoder, functools.partial(load_image_preparer, settings), policy,

@@ -8,7 +8,6 @@ while a live request is being served.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
@@ -17,22 +16,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from clip_vectorize.errors import EncoderError, GalleryError, IndexRunningError
-from clip_vectorize.gallery.indexer import (
-    Engine,
-    ImageEncoder,
-    IndexOptions,
-    Item,
-    LocalEngine,
-    PointWriter,
-    Progress,
-    Summary,
-    index,
-)
+from clip_vectorize.errors import EncoderError
+from clip_vectorize.gallery.engines.local import ImageEncoder
+from clip_vectorize.gallery.errors import GalleryError, IndexRunningError
+from clip_vectorize.gallery.indexing import Engine, IndexOptions, index
 from clip_vectorize.gallery.sources import list_source
-from clip_vectorize.gallery.store import GalleryStore
+from clip_vectorize.gallery.store.base import GalleryStore
+from clip_vectorize.gallery.summary import Summary
 from clip_vectorize.inference.vectors import ImageInput, ImageResult
-from clip_vectorize.url_fetch import UrlPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -93,19 +84,14 @@ class PoliteEncoder:
         return self.encoder.encode_images(images)
 
 
-EncoderWait = Callable[[threading.Event], ImageEncoder]  # blocks until the model is up, or the event is set
-
-
 class BackgroundIndex:
-    """One folder into one store, one run at a time. `model` names the model points record; `wait_for_encoder`
-    blocks until the service's model is up; `stopping` is set when the service stops (see `stop`)."""
+    """One folder into one store, one run at a time. `model` names the model points record; `engine` makes the
+    engine of a run; `stopping` is set when the service stops (see `stop`), and the engine starts no image after."""
 
-    def __init__(self, folder: Path, store: GalleryStore, model: Callable[[], str], wait_for_encoder: EncoderWait,
-                 busy: Callable[[], bool], url_policy: UrlPolicy, stopping: threading.Event,
-                 on_finish: Callable[[], None] = lambda: None) -> None:
-        self.folder, self.store, self.model = folder, store, model
-        self.load_encoder = lambda: PoliteEncoder(wait_for_encoder(stopping), busy)
-        self.url_policy, self.on_finish = url_policy, on_finish
+    def __init__(self, folder: Path, store: GalleryStore, model: Callable[[], str], engine: Callable[[], Engine],
+                 stopping: threading.Event, on_finish: Callable[[], None] = lambda: None) -> None:
+        self.folder, self.store, self.model, self.engine = folder, store, model, engine
+        self.on_finish = on_finish
         self.status = RunStatus()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -148,7 +134,7 @@ class BackgroundIndex:
         try:
             listing = list_source(str(self.folder))
             options = IndexOptions(model=self.model(), prune=True)
-            summary = index(listing, self.store, options, self._engine_until_stopped(), RunProgress(status))
+            summary = index(listing, self.store, options, self.engine(), RunProgress(status))
         except Exception as exc:  # a background thread's failure must reach the status, not vanish
             self._fail(status, exc)
         else:
@@ -179,13 +165,3 @@ class BackgroundIndex:
         else:
             status.error = f"unexpected error: {exc}"
             logger.exception("indexing the gallery %s failed", self.folder)
-
-    def _engine_until_stopped(self) -> Engine:
-        """The local engine, handed no further image once a stop is asked for: what it has read is still
-        written, where an exception would lose the points not yet flushed."""
-        engine = LocalEngine(self.load_encoder, self.url_policy, READING_THREADS)
-
-        def until_stopped(items: list[Item], writer: PointWriter, progress: Progress) -> None:
-            engine(itertools.takewhile(lambda item: not self._stopping.is_set(), items), writer, progress)
-
-        return until_stopped

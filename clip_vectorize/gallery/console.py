@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from clip_vectorize.gallery.indexer import Summary
+from clip_vectorize.gallery.summary import Summary
 
 logger = logging.getLogger("clip_vectorize.gallery")
 
@@ -72,7 +72,9 @@ def render_summary(summary: Summary, skipped_file: Path | None) -> str:
     if summary.skipped:
         reasons = ", ".join(f"{reason}: {count}" for reason, count in summary.reasons().most_common())
         where = f"; the list is in {skipped_file}" if skipped_file else ""
-        lines.append(f"  skipped by reason (tried again on every run): {reasons}{where}")
+        before = (f" ({summary.skipped_before} unchanged since an earlier run skipped them: not read again)"
+                  if summary.skipped_before else "")
+        lines.append(f"  skipped by reason: {reasons}{before}; a bad file is tried again once it changes{where}")
     return "\n".join(lines)
 
 

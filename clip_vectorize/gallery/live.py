@@ -10,33 +10,41 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clip_vectorize.errors import GalleryError, NoGalleryFolderError
-from clip_vectorize.gallery.background import BackgroundIndex, EncoderWait
-from clip_vectorize.gallery.indexer import model_id
+from clip_vectorize.gallery.background import READING_THREADS, BackgroundIndex, PoliteEncoder
+from clip_vectorize.gallery.engines.local import ImageEncoder, LocalEngine
+from clip_vectorize.gallery.errors import GalleryError, NoGalleryFolderError
+from clip_vectorize.gallery.payload import model_id
 from clip_vectorize.gallery.search import GallerySearch
-from clip_vectorize.gallery.store import GalleryStore, StoreConfig
+from clip_vectorize.gallery.store import open_store
+from clip_vectorize.gallery.store.base import GalleryStore, StoreConfig
 from clip_vectorize.gallery.thumbnails import Thumbnails
 from clip_vectorize.url_fetch import UrlPolicy
 from config import Settings
 
 
-class LiveGallery:
-    """`model_name` names the service's model (before it is loaded too); `wait_for_encoder` blocks until the
-    model is up (or the event it is given is set); `busy` says whether a live request is being served (the
-    background index waits for it); `on_query` hears how long each Qdrant query took."""
+@dataclass(frozen=True)
+class ServiceLinks:
+    """All the gallery needs of the running service, handed over in one place."""
 
-    def __init__(self, settings: Settings, url_policy: UrlPolicy, model_name: Callable[[], str],
-                 wait_for_encoder: EncoderWait, busy: Callable[[], bool],
-                 on_query: Callable[[float], None]) -> None:
+    model_name: Callable[[], str]  # the service's model, named before it is loaded too
+    wait_for_encoder: Callable[[threading.Event], ImageEncoder]  # blocks until the model is up, or the event is set
+    busy: Callable[[], bool]  # whether a live request is being served (the background index waits for it)
+    on_query: Callable[[float], None]  # hears how long each store query took
+
+
+class LiveGallery:
+    """The one place the service's gallery is wired: store, searches, background index and thumbnails."""
+
+    def __init__(self, settings: Settings, url_policy: UrlPolicy, links: ServiceLinks) -> None:
         self.config = StoreConfig.from_settings(settings)
-        self._model_name = model_name
         self.folder = Path(settings.gallery_dir).expanduser().resolve() if settings.gallery_dir else None
         self.thumbnails = (Thumbnails(self.folder, Path(settings.thumbnail_dir), settings.max_image_pixels)
                            if self.folder else None)
-        self._wait_for_encoder, self._busy, self._on_query = wait_for_encoder, busy, on_query
+        self._links = links
         self._url_policy = url_policy  # the service's own, for URL items of a manifest
         self._store: GalleryStore | None = None
         self._background: BackgroundIndex | None = None
@@ -47,7 +55,7 @@ class LiveGallery:
     @property
     def model(self) -> str:
         """The id points of this service's model record (the indexer command's `model_id`)."""
-        return model_id(self._model_name())
+        return model_id(self._links.model_name())
 
     @property
     def indexes_at_start(self) -> bool:
@@ -58,11 +66,11 @@ class LiveGallery:
         """The store, opened now if it is not yet; a StoreError (503) while it cannot be, tried again next time."""
         with self._lock:
             if self._store is None:
-                self._store = GalleryStore(self.config)
+                self._store = open_store(self.config)
             return self._store
 
     def search(self) -> GallerySearch:
-        return GallerySearch(self.store(), self._on_query)
+        return GallerySearch(self.store(), self._links.on_query)
 
     def reindex(self) -> BackgroundIndex:
         """Start indexing the folder in the background (an IndexRunningError while a run is under way)."""
@@ -77,10 +85,15 @@ class LiveGallery:
         store = self.store()
         with self._lock:
             if self._background is None:
-                self._background = BackgroundIndex(self.folder, store, lambda: self.model, self._wait_for_encoder,
-                                                   self._busy, self._url_policy, self._stopping,
-                                                   on_finish=self._forget_models)
+                self._background = BackgroundIndex(self.folder, store, lambda: self.model, self._engine,
+                                                   self._stopping, on_finish=self._forget_models)
             return self._background
+
+    def _engine(self) -> LocalEngine:
+        """One reading thread and the live encoder, asked politely; no image is started once the service stops."""
+        links = self._links
+        return LocalEngine(lambda: PoliteEncoder(links.wait_for_encoder(self._stopping), links.busy),
+                           self._url_policy, READING_THREADS, stop=self._stopping)
 
     @property
     def indexing(self) -> BackgroundIndex | None:

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clip_vectorize.errors import SourceError
-from clip_vectorize.gallery.store import RESERVED_PAYLOAD
+from clip_vectorize.gallery.errors import SourceError
+from clip_vectorize.gallery.payload import RESERVED_PAYLOAD
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".heic", ".heif", ".bmp", ".tif", ".tiff"})
 MANIFEST_SUFFIXES = frozenset({".csv", ".jsonl", ".ndjson"})

@@ -13,8 +13,10 @@ import stat
 import tempfile
 from pathlib import Path
 
-from clip_vectorize.errors import InvalidImageError, ThumbnailUnavailableError
-from clip_vectorize.gallery.store import CONTENT_HASH, IndexedPoint
+from clip_vectorize.errors import InvalidImageError
+from clip_vectorize.gallery.errors import ThumbnailUnavailableError
+from clip_vectorize.gallery.payload import CONTENT_HASH
+from clip_vectorize.gallery.store.base import IndexedPoint
 from clip_vectorize.inference.image_io import load_rgb_image
 
 THUMBNAIL_SIDE = 320  # the longer side, in pixels: sharp in a grid of ~200 px cells on a high-density screen

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, send_file
 
-from clip_vectorize.errors import NoGalleryFolderError, PointNotFoundError
+from clip_vectorize.gallery.errors import NoGalleryFolderError, PointNotFoundError
 from clip_vectorize.gallery.search import parse_point_id
 from clip_vectorize.web.state import service_state
 

@@ -9,20 +9,22 @@ from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from clip_vectorize.errors import (
-    CollectionMissingError,
     DeadlineExceededError,
     EncoderError,
+    InvalidImageError,
+    ModelNotReadyError,
+    OverloadedError,
+    UnknownEncoderError,
+)
+from clip_vectorize.gallery.errors import (
+    CollectionMissingError,
     GalleryError,
     IndexRunningError,
     InvalidFilterError,
-    InvalidImageError,
-    ModelNotReadyError,
     NoGalleryFolderError,
-    OverloadedError,
     PointNotFoundError,
     StoreError,
     ThumbnailUnavailableError,
-    UnknownEncoderError,
 )
 
 logger = logging.getLogger(__name__)

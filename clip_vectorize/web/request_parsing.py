@@ -14,7 +14,8 @@ from typing import Any
 from flask import request
 
 from clip_vectorize.errors import InvalidImageError
-from clip_vectorize.gallery.search import SearchQuery, parse_filter
+from clip_vectorize.gallery.store.base import SearchQuery
+from clip_vectorize.gallery.store.filters import parse_filter
 from clip_vectorize.inference.routing import ENCODERS
 from clip_vectorize.inference.vectors import ImageInput
 from clip_vectorize.url_fetch import fetch_image_bytes

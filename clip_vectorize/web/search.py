@@ -11,7 +11,8 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from clip_vectorize.errors import InvalidImageError
-from clip_vectorize.gallery.search import Hit, parse_point_id
+from clip_vectorize.gallery.search import parse_point_id
+from clip_vectorize.gallery.store.base import Hit
 from clip_vectorize.web.http_errors import ApiError
 from clip_vectorize.web.request_parsing import (
     json_object,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from flask import Flask, current_app
 
 from clip_vectorize.errors import ModelNotReadyError
-from clip_vectorize.gallery.live import LiveGallery
+from clip_vectorize.gallery.live import LiveGallery, ServiceLinks
 from clip_vectorize.inference.vectors import Encoder
 from clip_vectorize.url_fetch import UrlPolicy
 from clip_vectorize.web.observability import Metrics
@@ -50,8 +50,9 @@ class ServiceState:
 
     def __post_init__(self) -> None:
         self.url_policy = UrlPolicy.from_settings(self.settings)
-        self.gallery = LiveGallery(self.settings, self.url_policy, lambda: self.model_name, self.wait_for_encoder,
-                                   self.live_requests.busy, self.metrics.qdrant_query_seconds.observe)
+        links = ServiceLinks(lambda: self.model_name, self.wait_for_encoder, self.live_requests.busy,
+                             self.metrics.qdrant_query_seconds.observe)
+        self.gallery = LiveGallery(self.settings, self.url_policy, links)
         self.metrics.gallery_points = self.gallery.points_if_open
 
     def attach(self, encoder: Encoder) -> None:

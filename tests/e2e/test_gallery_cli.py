@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from support.gallery import open_store, points, write_photos
+from support.gallery import open_test_store, points, write_photos
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,27 +30,35 @@ def indexer(tiny_model_dir: Path, cwd: Path, *args: str, **env: str) -> subproce
 
 def test_one_command_indexes_a_folder_and_a_rerun_finds_nothing_to_do(tiny_model_dir, tmp_path):
     write_photos(tmp_path / "photos", 12)
-    (tmp_path / "photos" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+    broken = tmp_path / "photos" / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff not really")
 
     first = indexer(tiny_model_dir, tmp_path, "photos", "--quiet")
 
     assert first.returncode == 0, first.stderr
     assert "indexed 12" in first.stderr and "skipped 1" in first.stderr, first.stderr
-    assert "not a readable image: 1; the list is in skipped-images.tsv" in first.stderr, first.stderr
+    assert "not a readable image: 1; a bad file is tried again once it changes; the list is in skipped-images.tsv" \
+        in first.stderr, first.stderr
     assert "broken.jpg\tnot a readable image" in (tmp_path / "skipped-images.tsv").read_text()
     assert (tmp_path / "qdrant_data").is_dir()  # QDRANT_PATH's default, in the working directory
 
-    (tmp_path / "photos" / "broken.jpg").unlink()  # a skipped image is tried again on every run until removed
-    second = indexer(tiny_model_dir, tmp_path, "photos", "--quiet")
+    second = indexer(tiny_model_dir, tmp_path, "photos", "--quiet")  # the bad file is still there, unchanged
 
     assert second.returncode == 0, second.stderr
-    assert "indexed 0" in second.stderr and "unchanged 12" in second.stderr, second.stderr
+    assert "indexed 0" in second.stderr and "unchanged 12" in second.stderr and "skipped 1" in second.stderr
+    assert "1 unchanged since an earlier run skipped them: not read again" in second.stderr, second.stderr
     assert "loading the model" not in second.stderr
-    store = open_store(tmp_path)
+    store = open_test_store(tmp_path)
     try:
         assert len(points(store)) == 12
     finally:
         store.close()
+
+    write_photos(tmp_path / "fixed", 1, first_seed=50)[0].replace(broken)  # the bad file replaced by a good one
+    third = indexer(tiny_model_dir, tmp_path, "photos", "--quiet")
+
+    assert third.returncode == 0, third.stderr
+    assert "indexed 1" in third.stderr and "unchanged 12" in third.stderr and "skipped 0" in third.stderr
 
 
 def test_what_cannot_run_exits_1_with_one_line(tiny_model_dir, tmp_path):
@@ -60,7 +68,7 @@ def test_what_cannot_run_exits_1_with_one_line(tiny_model_dir, tmp_path):
     assert "Traceback" not in missing.stderr
 
     write_photos(tmp_path / "photos", 1)
-    holder = open_store(tmp_path)  # local mode: one process at a time
+    holder = open_test_store(tmp_path)  # local mode: one process at a time
     try:
         locked = indexer(tiny_model_dir, tmp_path, "photos")
     finally:
@@ -111,7 +119,7 @@ def test_a_killed_run_loses_at_most_its_batch_and_the_rerun_finishes_without_dup
 
     assert rerun.returncode == 0, rerun.stderr
     assert f"unchanged {written}" in rerun.stderr and f"indexed {total - written}" in rerun.stderr, rerun.stderr
-    store = open_store(tmp_path)
+    store = open_test_store(tmp_path)
     try:
         assert sorted(payload["image_id"] for payload, _ in points(store).values()) == sorted(
             p.relative_to(tmp_path / "photos").as_posix() for p in (tmp_path / "photos").rglob("*.jpg"))

@@ -7,9 +7,13 @@ from typing import Any
 
 import numpy as np
 
-from clip_vectorize.gallery.indexer import IndexOptions, LocalEngine, Summary, index, model_id
+from clip_vectorize.gallery.engines.local import LocalEngine
+from clip_vectorize.gallery.indexing import IndexOptions, index
+from clip_vectorize.gallery.payload import model_id
 from clip_vectorize.gallery.sources import list_source
-from clip_vectorize.gallery.store import GalleryStore, StoreConfig
+from clip_vectorize.gallery.store import open_store
+from clip_vectorize.gallery.store.base import GalleryStore, StoreConfig
+from clip_vectorize.gallery.summary import Summary
 from clip_vectorize.url_fetch import UrlPolicy
 from support.images import encode_image_bytes, photo_like
 
@@ -35,8 +39,8 @@ def write_photos(folder: Path, count: int, first_seed: int = 0, size: tuple[int,
     return paths
 
 
-def open_store(tmp_path: Path, collection: str = COLLECTION) -> GalleryStore:
-    return GalleryStore(StoreConfig(collection, path=str(tmp_path / "qdrant_data")))
+def open_test_store(tmp_path: Path, collection: str = COLLECTION) -> GalleryStore:
+    return open_store(StoreConfig(collection, path=str(tmp_path / "qdrant_data")))
 
 
 class CountingLoader:
@@ -59,10 +63,6 @@ def run_index(source: Path, store: GalleryStore, loader: CountingLoader, *, prun
 
 def points(store: GalleryStore) -> dict[Any, tuple[dict, np.ndarray]]:
     """Every point: id -> (payload, vector)."""
-    found, offset = {}, None
-    while True:
-        batch, offset = store.client.scroll(store.collection, limit=256, offset=offset, with_payload=True,
-                                            with_vectors=True)
-        found.update({p.id: (p.payload, np.asarray(p.vector, np.float64)) for p in batch})
-        if offset is None:
-            return found
+    indexed = store.indexed()
+    vectors = store.vectors(list(indexed))
+    return {point_id: (point.payload, np.asarray(vectors[point_id], np.float64)) for point_id, point in indexed.items()}

@@ -1,9 +1,7 @@
-"""The gallery's Qdrant collection through qdrant-client: embedded (local mode) by default, a server by URL.
+"""The gallery's collection on a Qdrant server (or cluster) through qdrant-client: QDRANT_URL (+ QDRANT_API_KEY).
 
-Every point records the model that made its vector, so a collection never silently mixes vector spaces, and
-what its source looked like when it was indexed (size, mtime, content hash), so a rerun knows what changed.
-The point written with `wait=True` is itself the record of work done: there is no second state file to
-disagree with it.
+Tests run this very class on qdrant-client's local mode (no server binary installs here): the calls are the same.
+Files that could not be indexed are remembered in a companion collection, `<collection>__skipped`.
 """
 
 from __future__ import annotations
@@ -11,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,57 +16,34 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from clip_vectorize.errors import CollectionMissingError, InvalidFilterError, StoreError
-from config import Settings
+from clip_vectorize.gallery.errors import InvalidFilterError, StoreError
+from clip_vectorize.gallery.payload import FILE_MTIME, FILE_SIZE, MODEL, SOURCE, FileStat
+from clip_vectorize.gallery.store.base import (
+    Hit,
+    IndexedPoint,
+    NewPoint,
+    PointId,
+    SearchQuery,
+    SkipRecord,
+    StoreConfig,
+    Vector,
+    as_point_id,
+    dimension_mismatch,
+    missing_collection,
+)
+from clip_vectorize.gallery.store.filters import without_point
 
-PointId = int | str
-Vector = Sequence[float] | np.ndarray
-# Payload keys the indexer writes beside image_id and path or url; a manifest's extra columns cannot override them.
-MODEL, SOURCE, CONTENT_HASH, FILE_SIZE, FILE_MTIME = "model", "source", "content_hash", "file_size", "file_mtime_ns"
-RESERVED_PAYLOAD = frozenset({"image_id", "path", "url", MODEL, SOURCE, CONTENT_HASH, FILE_SIZE, FILE_MTIME})
 SCROLL_PAGE = 1000
+SKIPPED_SUFFIX = "__skipped"
 
 
 class _Refused(StoreError):
     """A Qdrant server's 4xx: the request was wrong (or the collection is gone), not the server."""
 
 
-@dataclass(frozen=True)
-class StoreConfig:
-    """Where the collection lives: `url` (+ `api_key`) for a server, else the embedded store in `path`."""
-
-    collection: str
-    url: str | None = None
-    api_key: str | None = None
-    path: str = "./qdrant_data"
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> StoreConfig:
-        return cls(settings.qdrant_collection, settings.qdrant_url, settings.qdrant_api_key, settings.qdrant_path)
-
-    @property
-    def embedded(self) -> bool:
-        return not self.url
-
-    @property
-    def where(self) -> str:
-        return f"Qdrant at {self.url}" if self.url else f"the embedded Qdrant store in {Path(self.path).resolve()}"
-
-
-@dataclass(frozen=True)
-class IndexedPoint:
-    """What the store remembers of one indexed image: enough to tell whether its source changed."""
-
-    id: PointId
-    payload: dict[str, Any]
-
-    @property
-    def location(self) -> str | None:
-        return self.payload.get("path") or self.payload.get("url")
-
-
-class GalleryStore:
-    """One collection: created on first write with the model's dimension and cosine distance."""
+class ServerStore:
+    """One collection (the GalleryStore interface), created on first write with the model's dimension and cosine
+    distance."""
 
     def __init__(self, config: StoreConfig) -> None:
         self.config = config
@@ -110,14 +84,13 @@ class GalleryStore:
             vectors = self.client.get_collection(self.collection).config.params.vectors
         existing = vectors.size if isinstance(vectors, models.VectorParams) else None  # None: named vectors
         if existing != dimension:
-            raise StoreError(f"collection '{self.collection}' in {self.config.where} holds {existing}-d vectors; "
-                             f"this model makes {dimension}-d ones. Index into another collection "
-                             "(QDRANT_COLLECTION=...) or start it again with --recreate")
+            raise dimension_mismatch(self.config, existing, dimension)
 
     def recreate(self) -> None:
-        if self.exists():
+        for name in (self.collection, self._skipped):
             with self._one_at_a_time():
-                self.client.delete_collection(self.collection)
+                if self.client.collection_exists(name):
+                    self.client.delete_collection(name)
 
     def foreign_models(self, model: str) -> list[str]:
         """Model ids other than `model` found in points' payloads (at most a few, for the message)."""
@@ -142,30 +115,32 @@ class GalleryStore:
         return {as_point_id(record.id): list(np.asarray(record.vector, np.float32).tolist()) for record in records
                 if record.vector is not None}
 
-    def upsert(self, points: Sequence[models.PointStruct]) -> None:
+    def upsert(self, points: Sequence[NewPoint]) -> None:
         """Write and wait until Qdrant has applied it: only then is the work done."""
         if points:
+            structs = [models.PointStruct(id=point.id, vector=point.vector, payload=point.payload) for point in points]
             with self._one_at_a_time():
-                self.client.upsert(self.collection, points=list(points), wait=True)
+                self.client.upsert(self.collection, points=structs, wait=True)
 
     def delete(self, ids: Sequence[PointId]) -> None:
         if ids:
             with self._one_at_a_time():
                 self.client.delete(self.collection, points_selector=models.PointIdsList(points=list(ids)), wait=True)
 
-    def nearest(self, vector: Vector, limit: int, offset: int = 0, score_threshold: float | None = None,
-                condition: models.Filter | None = None) -> list[models.ScoredPoint]:
-        """The points nearest to `vector` (cosine, best first), with their payloads. One call to the store: a
-        missing collection or a filter the store refuses is told apart only when the query fails."""
-        query = np.asarray(vector, np.float32).tolist()
+    def nearest(self, vector: Vector, query: SearchQuery, exclude: PointId | None = None) -> list[Hit]:
+        """One call to the store: a missing collection or a filter the store refuses is told apart only when the
+        query fails."""
+        condition = without_point(query.condition, exclude) if exclude is not None else query.condition
         try:
             with self._one_at_a_time():
-                return self.client.query_points(self.collection, query=query, limit=limit, offset=offset,
-                                                score_threshold=score_threshold, query_filter=condition,
-                                                with_payload=True).points
+                points = self.client.query_points(
+                    self.collection, query=np.asarray(vector, np.float32).tolist(), limit=query.limit,
+                    offset=query.offset, score_threshold=query.score_threshold, query_filter=condition,
+                    with_payload=True).points
         except (_Refused, ValueError) as exc:  # a server's 4xx; the embedded store's refusals are ValueErrors
             self._explain_refusal(condition, str(exc))
             raise StoreError(f"{self.config.where} refused the query: {exc}") from None
+        return [Hit(as_point_id(point.id), point.score, point.payload or {}) for point in points]
 
     def _explain_refusal(self, condition: models.Filter | None, reason: str) -> None:
         """A refused query: nothing indexed yet, or a filter the store cannot apply (a 400, not a retry)."""
@@ -189,18 +164,60 @@ class GalleryStore:
 
     def require_collection(self) -> None:
         if not self.exists():
-            raise CollectionMissingError(
-                f"the collection '{self.collection}' does not exist in {self.config.where}: nothing has been indexed "
-                "yet. Index a folder (python -m clip_vectorize.gallery index FOLDER, or start the service with "
-                "CLIP_GALLERY_DIR), or set QDRANT_COLLECTION to the collection that holds the gallery")
+            raise missing_collection(self.config)
 
-    def _scroll(self, condition: models.Filter | None, fields: list[str] | bool,
-                limit: int | None = None) -> Iterator[IndexedPoint]:
+    def skipped_files(self) -> dict[PointId, SkipRecord]:
+        with self._one_at_a_time():
+            if not self.client.collection_exists(self._skipped):
+                return {}
+        return {point.id: _skip_record(point) for point in self._scroll(None, True, collection=self._skipped)}
+
+    def remember_skipped(self, records: Sequence[SkipRecord]) -> None:
+        if not records:
+            return
+        with self._one_at_a_time():
+            if not self.client.collection_exists(self._skipped):  # a 1-d placeholder vector: Qdrant wants one
+                self.client.create_collection(self._skipped, vectors_config=models.VectorParams(
+                    size=1, distance=models.Distance.DOT))
+            self.client.upsert(self._skipped, wait=True, points=[
+                models.PointStruct(id=record.id, vector=[1.0], payload=_skip_payload(record)) for record in records])
+
+    def forget_skipped(self, ids: Sequence[PointId]) -> None:
+        if ids:
+            with self._one_at_a_time():
+                if self.client.collection_exists(self._skipped):
+                    self.client.delete(self._skipped, points_selector=models.PointIdsList(points=list(ids)),
+                                       wait=True)
+
+    def points_with_vectors(self) -> Iterator[list[NewPoint]]:
+        offset = None
+        while self.exists():
+            with self._one_at_a_time():
+                records, offset = self.client.scroll(self.collection, limit=SCROLL_PAGE, offset=offset,
+                                                     with_payload=True, with_vectors=True)
+            yield [NewPoint(as_point_id(r.id), list(np.asarray(r.vector, np.float32).tolist()), r.payload or {})
+                   for r in records]
+            if offset is None:
+                return
+
+    def build_search_index(self) -> bool:
+        return False  # a server builds its index by itself, off the service's process
+
+    def flush(self) -> None:
+        pass  # each write waited for the server (wait=True)
+
+    @property
+    def _skipped(self) -> str:
+        return self.collection + SKIPPED_SUFFIX
+
+    def _scroll(self, condition: models.Filter | None, fields: list[str] | bool, limit: int | None = None,
+                collection: str | None = None) -> Iterator[IndexedPoint]:
         offset, seen = None, 0
         while True:
             with self._one_at_a_time():
-                points, offset = self.client.scroll(self.collection, scroll_filter=condition, limit=SCROLL_PAGE,
-                                                    offset=offset, with_payload=fields, with_vectors=False)
+                points, offset = self.client.scroll(collection or self.collection, scroll_filter=condition,
+                                                    limit=SCROLL_PAGE, offset=offset, with_payload=fields,
+                                                    with_vectors=False)
             for point in points:
                 yield IndexedPoint(as_point_id(point.id), point.payload or {})
                 seen += 1
@@ -210,9 +227,15 @@ class GalleryStore:
                 return
 
 
-def as_point_id(raw: Any) -> PointId:
-    """Qdrant answers uuid ids as strings or UUIDs, depending on the mode: strings here, as we wrote them."""
-    return raw if isinstance(raw, int) else str(raw)
+def _skip_payload(record: SkipRecord) -> dict[str, Any]:
+    return {SOURCE: record.source, "location": record.location, "reason": record.reason, "detail": record.detail,
+            FILE_SIZE: record.file_stat.size, FILE_MTIME: record.file_stat.mtime_ns}
+
+
+def _skip_record(point: IndexedPoint) -> SkipRecord:
+    raw = point.payload
+    return SkipRecord(point.id, str(raw.get(SOURCE)), str(raw.get("location")), str(raw.get("reason")),
+                      str(raw.get("detail", "")), FileStat(raw.get(FILE_SIZE), raw.get(FILE_MTIME)))
 
 
 def _connect(config: StoreConfig) -> QdrantClient:
