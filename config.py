@@ -106,9 +106,12 @@ class Settings(EnvSettings):
     qdrant_url: str | None = setting("QDRANT_URL", None, "A Qdrant server or cluster (http://host:6333); unset: "
                                      "the embedded store in QDRANT_PATH")
     qdrant_api_key: str | None = setting("QDRANT_API_KEY", None, "API key of the Qdrant server", secret=True)
-    qdrant_path: str = setting("QDRANT_PATH", "./qdrant_data", "Folder of the embedded Qdrant store (qdrant-client "
-                               "local mode, one process at a time), when QDRANT_URL is unset")
+    qdrant_path: str = setting("QDRANT_PATH", "./qdrant_data", "Folder of the embedded Qdrant store (Qdrant Edge, "
+                               "one process at a time), when QDRANT_URL is unset")
     qdrant_collection: str = setting("QDRANT_COLLECTION", "car_images", "The gallery's Qdrant collection")
+    qdrant_payload_indexes: tuple[str, ...] = setting(
+        "QDRANT_PAYLOAD_INDEXES", ("brand:keyword", "body:keyword", "year:integer"), "Payload fields searches filter "
+        "on, indexed when the collection is created: field:type, type one of keyword, integer, float, bool, datetime")
     gallery_dir: str | None = setting(
         "CLIP_GALLERY_DIR", None, "A folder of images the service indexes in the background at start-up (embedded "
         "store) and on POST /gallery/reindex, and serves thumbnails from")

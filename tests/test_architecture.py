@@ -17,7 +17,7 @@ PACKAGE = "clip_vectorize"
 TOP_LEVEL_MODULES = ["clip_vectorize_service", "clip_encoder", "config"]
 RUNTIMES = {"torch", "onnxruntime", "onnx", "transformers"}
 WEB_FRAMEWORKS = {"flask", "werkzeug"}
-VECTOR_STORE = {"qdrant_client"}
+VECTOR_STORE = {"qdrant_client", "qdrant_edge"}
 
 
 def module_path(module: str) -> Path:
@@ -97,6 +97,12 @@ def test_ray_is_imported_by_the_ray_engine_alone():
     importers = [module for module in all_modules() if any(name.split(".")[0] == "ray" for name in
                                                            direct_imports(module))]
     assert importers == [f"{PACKAGE}.gallery.engines.ray"]
+
+
+def test_only_the_store_area_imports_a_qdrant_library():
+    importers = [module for module in all_modules()
+                 if any(name.split(".")[0] in VECTOR_STORE for name in direct_imports(module))]
+    assert importers and all(module.startswith(f"{PACKAGE}.gallery.store.") for module in importers), importers
 
 
 def test_config_imports_nothing_of_the_project():

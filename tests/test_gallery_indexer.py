@@ -1,5 +1,6 @@
-"""The indexer with the tiny model and an embedded Qdrant: the vectors the service makes, reruns that only do
-what changed, prune, interruption, manifests with the backend's ids, bad images, and the store's refusals."""
+"""The indexer with the tiny model on both stores (Qdrant Edge; a server's, through qdrant-client): the vectors the
+service makes, reruns that only do what changed, prune, interruption, manifests with the backend's ids, bad images,
+and the store's refusals."""
 
 from __future__ import annotations
 
@@ -15,17 +16,16 @@ from clip_vectorize.gallery.engines.local import LocalEngine
 from clip_vectorize.gallery.errors import SourceError, StoreError
 from clip_vectorize.gallery.indexing import IndexOptions, index
 from clip_vectorize.gallery.sources import list_source
-from clip_vectorize.gallery.store import open_store
-from clip_vectorize.gallery.store.base import StoreConfig
 from clip_vectorize.url_fetch import UrlPolicy
 from support.assertions import cosine
 from support.gallery import CountingLoader, SilentProgress, open_test_store, points, run_index, write_photos
 from support.images import encode_image_bytes, photo_like
 
 
-@pytest.fixture
-def store(tmp_path):
-    store = open_test_store(tmp_path)
+@pytest.fixture(params=["edge", "server"])
+def store(tmp_path, request):
+    """Every test on both stores: Qdrant Edge (embedded) and a server's (through qdrant-client)."""
+    store = open_test_store(tmp_path, kind=request.param)
     yield store
     store.close()
 
@@ -260,6 +260,6 @@ def test_a_collection_of_another_dimension_is_refused(store):
         store.ensure_collection(32)
 
 
-def test_an_embedded_store_in_use_by_another_client_is_one_clear_line(tmp_path, store):
+def test_a_store_in_use_by_another_process_is_one_clear_line(tmp_path, store):
     with pytest.raises(StoreError, match="in use by another process .*QDRANT_URL"):
-        open_store(StoreConfig("car_images", path=str(tmp_path / "qdrant_data")))
+        type(store)(store.config)  # a second process would open it the same way

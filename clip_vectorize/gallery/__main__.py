@@ -1,4 +1,5 @@
-"""`python -m clip_vectorize.gallery index SOURCE`: index a folder or a manifest into the gallery's Qdrant collection.
+"""`python -m clip_vectorize.gallery index SOURCE`: index a folder or a manifest into the gallery's Qdrant collection;
+`copy-to-server URL`: copy the embedded store to a Qdrant server.
 
 The entry point: it reads the settings (the service's CLIP_* and QDRANT_* variables), opens the store, and hands
 the indexer a loader that builds the service's own encoder only when something needs encoding.
@@ -7,6 +8,7 @@ the indexer a loader that builds the service's own encoder only when something n
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import logging
 import signal
@@ -25,6 +27,7 @@ from clip_vectorize.gallery.payload import model_id
 from clip_vectorize.gallery.sources import list_source
 from clip_vectorize.gallery.store import open_store
 from clip_vectorize.gallery.store.base import StoreConfig
+from clip_vectorize.gallery.store.copying import copy_points
 from clip_vectorize.gallery.summary import Summary
 from clip_vectorize.inference.model_source import resolve_model_source  # no torch: a rerun with nothing to do is quick
 from clip_vectorize.url_fetch import UrlPolicy
@@ -50,6 +53,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="where the list of skipped images goes (default ./skipped-images.tsv)")
     run.add_argument("--ray-actors", type=int, default=1, help="--engine ray: encoder actors (default 1)")
     run.add_argument("--ray-gpus", type=float, default=0, help="--engine ray: GPUs per actor (default 0)")
+    copy = commands.add_parser("copy-to-server", help="copy the embedded store (QDRANT_PATH) to a Qdrant server: "
+                                                      "same ids, vectors and payloads, nothing re-encoded")
+    copy.add_argument("url", help="the server, e.g. http://qdrant:6333 (QDRANT_API_KEY is its key)")
+    copy.add_argument("--collection", help="the server's collection (default: QDRANT_COLLECTION)")
     return parser.parse_args(argv)
 
 
@@ -59,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops like Ctrl-C: the points written so far stay
     try:
         settings = Settings.from_env()
+        if args.command == "copy-to-server":
+            return copy_to_server(args, settings)
         summary = run_index(args, settings)
     except (GalleryError, ModelLoadError, ValueError) as exc:
         logger.error("cannot index: %s", exc)  # the points written so far are kept: the same command continues
@@ -84,6 +93,26 @@ def run_index(args: argparse.Namespace, settings: Settings) -> Summary:
         return index(listing, store, options, engine, progress)
     finally:
         store.close()
+
+
+def copy_to_server(args: argparse.Namespace, settings: Settings) -> int:
+    """The step up from one machine: the embedded store's points upserted into a server's collection."""
+    source_config = StoreConfig.from_settings(settings)
+    target_config = dataclasses.replace(source_config, url=args.url, collection=args.collection or
+                                        source_config.collection)
+    source = open_store(dataclasses.replace(source_config, url=None))
+    try:
+        source.require_collection()
+        target = open_store(target_config)
+        try:
+            copied = copy_points(source, target)
+        finally:
+            target.close()
+    finally:
+        source.close()
+    logger.info("copied %d points from %s to collection '%s' at %s; set QDRANT_URL=%s to use it", copied,
+                source_config.where, target_config.collection, args.url, args.url)
+    return 0
 
 
 def _engine(args: argparse.Namespace, settings: Settings, config: StoreConfig) -> Engine:

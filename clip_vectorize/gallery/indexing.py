@@ -61,6 +61,7 @@ def index(listing: Listing, store: GalleryStore, options: IndexOptions, engine: 
         _write_outcomes(work, engine, TwinClaims.of_points(existing, options.model), writer, progress)
         summary.encode_s, summary.model_load_s = time.monotonic() - encode_began, engine.model_load_s
     _settle(store, work, writer)
+    store.build_search_index()
     summary.deleted = len(work.gone)
     summary.elapsed_s = time.monotonic() - began
     return summary
@@ -78,11 +79,12 @@ def _write_outcomes(work: Plan, engine: Engine, claims: TwinClaims, writer: Poin
 
 
 def _settle(store: GalleryStore, work: Plan, writer: PointWriter) -> None:
-    """After the points: prune, and the memory of bad files brought up to date."""
+    """After the points: prune, the memory of bad files brought up to date, all of it flushed."""
     store.delete(work.gone)
     remembered = {record.id for record in writer.bad_files}
     store.forget_skipped([point_id for point_id in work.stale_skips if point_id not in remembered])
     store.remember_skipped(writer.bad_files)
+    store.flush()
 
 
 def refuse_foreign_model(store: GalleryStore, model: str) -> None:

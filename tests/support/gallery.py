@@ -13,6 +13,7 @@ from clip_vectorize.gallery.payload import model_id
 from clip_vectorize.gallery.sources import list_source
 from clip_vectorize.gallery.store import open_store
 from clip_vectorize.gallery.store.base import GalleryStore, StoreConfig
+from clip_vectorize.gallery.store.server import ServerStore
 from clip_vectorize.gallery.summary import Summary
 from clip_vectorize.url_fetch import UrlPolicy
 from support.images import encode_image_bytes, photo_like
@@ -39,8 +40,11 @@ def write_photos(folder: Path, count: int, first_seed: int = 0, size: tuple[int,
     return paths
 
 
-def open_test_store(tmp_path: Path, collection: str = COLLECTION) -> GalleryStore:
-    return open_store(StoreConfig(collection, path=str(tmp_path / "qdrant_data")))
+def open_test_store(tmp_path: Path, collection: str = COLLECTION, kind: str = "edge") -> GalleryStore:
+    """The embedded store (Qdrant Edge), or kind="server": the server's store through qdrant-client, run here on
+    its local mode (the same calls; no Qdrant server installs here)."""
+    config = StoreConfig(collection, path=str(tmp_path / "qdrant_data"))
+    return open_store(config) if kind == "edge" else ServerStore(config)
 
 
 class CountingLoader:

@@ -31,10 +31,12 @@ class StoreConfig:
     url: str | None = None
     api_key: str | None = None
     path: str = "./qdrant_data"
+    payload_indexes: tuple[tuple[str, str], ...] = ()  # (field, type): indexed when the collection is created
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StoreConfig:
-        return cls(settings.qdrant_collection, settings.qdrant_url, settings.qdrant_api_key, settings.qdrant_path)
+        return cls(settings.qdrant_collection, settings.qdrant_url, settings.qdrant_api_key, settings.qdrant_path,
+                   parse_payload_indexes(settings.qdrant_payload_indexes))
 
     @property
     def embedded(self) -> bool:
@@ -144,6 +146,21 @@ class GalleryStore(Protocol):
     def remember_skipped(self, records: Sequence[SkipRecord]) -> None: ...
 
     def forget_skipped(self, ids: Sequence[PointId]) -> None: ...
+
+
+PAYLOAD_INDEX_TYPES = ("keyword", "integer", "float", "bool", "datetime")
+
+
+def parse_payload_indexes(declared: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """QDRANT_PAYLOAD_INDEXES's `field:type` items; a ValueError naming the variable for anything else."""
+    indexes = []
+    for item in declared:
+        field, _, kind = item.partition(":")
+        if not field or kind not in PAYLOAD_INDEX_TYPES:
+            raise ValueError(f"QDRANT_PAYLOAD_INDEXES: {item!r} is not field:type with type one of "
+                             f"{', '.join(PAYLOAD_INDEX_TYPES)}")
+        indexes.append((field, kind))
+    return tuple(indexes)
 
 
 def missing_collection(config: StoreConfig) -> CollectionMissingError:

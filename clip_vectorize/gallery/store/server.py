@@ -79,6 +79,8 @@ class ServerStore:
             with self._one_at_a_time():
                 self.client.create_collection(self.collection, vectors_config=models.VectorParams(
                     size=dimension, distance=models.Distance.COSINE))
+                for field, kind in [(MODEL, "keyword"), (SOURCE, "keyword"), *self.config.payload_indexes]:
+                    self.client.create_payload_index(self.collection, field, models.PayloadSchemaType(kind))
             return
         with self._one_at_a_time():
             vectors = self.client.get_collection(self.collection).config.params.vectors
