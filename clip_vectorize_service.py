@@ -76,7 +76,18 @@ def app_from_environment() -> Flask:
     threading.Thread(target=_load_encoder, args=(state, settings), name="model-loader", daemon=True).start()
     if state.gallery.indexes_at_start:
         threading.Thread(target=_index_gallery, args=(state,), name="gallery-start", daemon=True).start()
+    elif state.gallery.moves_at_start:
+        threading.Thread(target=_open_gallery_store, args=(state,), name="gallery-move", daemon=True).start()
     return app
+
+
+def _open_gallery_store(state: ServiceState) -> None:
+    """An old local-mode store to move into Qdrant Edge: opening the store moves it, at start-up rather than on
+    the first search's thread."""
+    try:
+        state.gallery.store()
+    except GalleryError as exc:
+        logger.error("cannot open the gallery's store: %s", exc)
 
 
 def _index_gallery(state: ServiceState) -> None:

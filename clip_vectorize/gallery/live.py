@@ -21,6 +21,7 @@ from clip_vectorize.gallery.payload import model_id
 from clip_vectorize.gallery.search import GallerySearch
 from clip_vectorize.gallery.store import open_store
 from clip_vectorize.gallery.store.base import GalleryStore, StoreConfig
+from clip_vectorize.gallery.store.copying import local_mode_collection
 from clip_vectorize.gallery.thumbnails import Thumbnails
 from clip_vectorize.url_fetch import UrlPolicy
 from config import Settings
@@ -61,6 +62,11 @@ class LiveGallery:
     def indexes_at_start(self) -> bool:
         """The one-machine path: a folder and the embedded store. With a server, the indexer command fills it."""
         return self.folder is not None and self.config.embedded
+
+    @property
+    def moves_at_start(self) -> bool:
+        """An embedded store that still has an old local-mode collection to move into Qdrant Edge."""
+        return self.config.embedded and local_mode_collection(self.config) is not None
 
     def store(self) -> GalleryStore:
         """The store, opened now if it is not yet; a StoreError (503) while it cannot be, tried again next time."""

@@ -66,6 +66,7 @@ class EdgeStore:
         self._lock = threading.RLock()  # the shard may be closed and reopened (recreate, a new index)
         self._holding = _lock_store(self.root, config)
         self._last_flush = 0.0
+        self._search_params = self.search_plan.params(0)
         try:
             self.shard = self._load() if self.exists_on_disk else None
         except BaseException:
@@ -143,7 +144,7 @@ class EdgeStore:
             condition = exclude_ids(condition, [exclude])
         request = qe.QueryRequest(query=qe.Query.Nearest(np.asarray(vector, np.float32).tolist()), limit=query.limit,
                                   offset=query.offset, score_threshold=query.score_threshold, filter=condition,
-                                  with_payload=True, params=self.search_plan.params())
+                                  with_payload=True, params=self._search_params)
         points = self._call(lambda shard: shard.query(request))
         return [Hit(as_point_id(point.id), point.score, dict(point.payload or {})) for point in points]
 
@@ -254,9 +255,11 @@ class EdgeStore:
 
     def _load(self) -> qe.EdgeShard:
         try:
-            return qe.EdgeShard.load(str(self.shard_dir))
+            shard = qe.EdgeShard.load(str(self.shard_dir))
         except Exception as exc:
             raise StoreError(f"cannot open {self.config.where}: {exc}") from None
+        self._search_params = self.search_plan.params(shard.info().indexed_vectors_count)
+        return shard
 
     def _create(self, dimension: int) -> qe.EdgeShard:
         config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine),

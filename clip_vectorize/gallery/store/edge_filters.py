@@ -81,24 +81,31 @@ def _condition(condition: models.Condition, path: str) -> EdgeCondition:
 
 
 def _convert_condition(condition: models.Condition, path: str) -> EdgeCondition:
-    if isinstance(condition, models.Filter):
-        return _filter(condition, path)
-    if isinstance(condition, models.FieldCondition):
-        return _field_condition(condition, path)
-    if isinstance(condition, models.IsEmptyCondition):
-        return qe.IsEmptyCondition(condition.is_empty.key)
-    if isinstance(condition, models.IsNullCondition):
-        return qe.IsNullCondition(condition.is_null.key)
-    if isinstance(condition, models.HasIdCondition):
-        ids = enumerate(condition.has_id)
-        return qe.HasIdCondition({_point_id(point_id, _at(path, f"has_id.{index}")) for index, point_id in ids})
-    if isinstance(condition, models.HasVectorCondition):
-        return qe.HasVectorCondition(condition.has_vector)
-    if isinstance(condition, models.NestedCondition):
-        nested = _at(path, "nested")
-        return qe.NestedCondition(condition.nested.key, _filter(condition.nested.filter, _at(nested, "filter")))
-    # e.g. SliceCondition: Edge has no equivalent; name the part by its one JSON key
-    raise _unsupported(_at(path, next(iter(type(condition).model_fields))))
+    convert = CONDITIONS.get(type(condition))
+    if convert is None:  # e.g. SliceCondition: Edge has no equivalent; name the part by its one JSON key
+        raise _unsupported(_at(path, next(iter(type(condition).model_fields))))
+    return convert(condition, path)
+
+
+def _has_id(condition: models.HasIdCondition, path: str) -> qe.HasIdCondition:
+    ids = enumerate(condition.has_id)
+    return qe.HasIdCondition({_point_id(point_id, _at(path, f"has_id.{index}")) for index, point_id in ids})
+
+
+def _nested(condition: models.NestedCondition, path: str) -> qe.NestedCondition:
+    nested = _at(path, "nested")
+    return qe.NestedCondition(condition.nested.key, _filter(condition.nested.filter, _at(nested, "filter")))
+
+
+CONDITIONS: dict[type, Callable[[Any, str], EdgeCondition]] = {  # qdrant-client's condition kind -> Edge's
+    models.Filter: lambda condition, path: _filter(condition, path),
+    models.FieldCondition: lambda condition, path: _field_condition(condition, path),
+    models.IsEmptyCondition: lambda condition, path: qe.IsEmptyCondition(condition.is_empty.key),
+    models.IsNullCondition: lambda condition, path: qe.IsNullCondition(condition.is_null.key),
+    models.HasIdCondition: _has_id,
+    models.HasVectorCondition: lambda condition, path: qe.HasVectorCondition(condition.has_vector),
+    models.NestedCondition: _nested,
+}
 
 
 def _point_id(point_id: int | str | uuid.UUID, path: str) -> int | uuid.UUID:
@@ -131,29 +138,28 @@ def _field_condition(condition: models.FieldCondition, path: str) -> qe.FieldCon
 
 
 def _match(match: models.Match, path: str) -> EdgeMatch:
-    if isinstance(match, models.MatchValue):
-        return qe.MatchValue(_match_value(match.value))
-    if isinstance(match, models.MatchAny):
-        return qe.MatchAny(match.any)
-    if isinstance(match, models.MatchExcept):
-        return qe.MatchExcept(match.except_)
-    if isinstance(match, models.MatchText):
-        return qe.MatchText(match.text)
-    if isinstance(match, models.MatchTextAny):
-        return qe.MatchTextAny(match.text_any)
-    if isinstance(match, models.MatchPhrase):
-        return qe.MatchPhrase(match.phrase)
-    if isinstance(match, models.MatchPrefix):
-        return qe.MatchPrefix(match.prefix)
-    if isinstance(match, models.MatchSubstring):
-        return qe.MatchSubstring(match.substring)
-    raise _unsupported(_at(path, next(iter(type(match).model_fields))))
+    convert = MATCHES.get(type(match))
+    if convert is None:
+        raise _unsupported(_at(path, next(iter(type(match).model_fields))))
+    return convert(match)
 
 
 def _match_value(value: bool | int | str) -> bool | int | str:
     """The 0.9.0 binding tries int before bool, so a Python bool would match 1 / 0; numpy's bool is no int to it
     but still converts to a bool."""
     return np.bool_(value) if isinstance(value, bool) else value  # type: ignore[return-value]
+
+
+MATCHES: dict[type, Callable[[Any], EdgeMatch]] = {  # qdrant-client's match kind -> Edge's
+    models.MatchValue: lambda match: qe.MatchValue(_match_value(match.value)),
+    models.MatchAny: lambda match: qe.MatchAny(match.any),
+    models.MatchExcept: lambda match: qe.MatchExcept(match.except_),
+    models.MatchText: lambda match: qe.MatchText(match.text),
+    models.MatchTextAny: lambda match: qe.MatchTextAny(match.text_any),
+    models.MatchPhrase: lambda match: qe.MatchPhrase(match.phrase),
+    models.MatchPrefix: lambda match: qe.MatchPrefix(match.prefix),
+    models.MatchSubstring: lambda match: qe.MatchSubstring(match.substring),
+}
 
 
 def _range(range_: models.Range | models.DatetimeRange, path: str) -> qe.RangeFloat | qe.RangeDateTime:
