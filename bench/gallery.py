@@ -1,10 +1,9 @@
-"""The gallery indexer and the embedded store, measured: `python -m bench.gallery` prints a table and one JSON line.
+"""The gallery indexer, measured: `python -m bench.gallery` prints its figures and one JSON line.
 
-1. Indexer throughput: `python -m clip_vectorize.gallery index` (as a user runs it, in its own process) on a
-   folder of generated 2 MP photos, with the full-size random ViT-B/32 (bench/.cache), at each precision given;
-   images/s from the indexer's own summary (first image read to last point written; the model load is apart).
-2. The embedded store (qdrant-client local mode) alone, no model: time to upsert N random 512-d points (batches of
-   256, wait=True) and the p50 of `query_points` (top 20) at each size.
+Indexer throughput: `python -m clip_vectorize.gallery index` (as a user runs it, in its own process) on a folder of
+generated 2 MP photos, with the full-size random ViT-B/32 (bench/.cache), at each precision given; images/s from
+the indexer's own summary (first image read to last point written; the model load is apart). The stores alone, at
+scale, are `python -m bench.store_scale`.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import argparse
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,12 +20,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from qdrant_client import QdrantClient, models
 
 from bench.model import CACHE_DIR, REPO_ROOT, model_dir
 from bench.photo import ensure_photo
-
-DIMENSION = 512
 
 
 def photo_folder(count: int) -> Path:
@@ -60,48 +55,16 @@ def index_throughput(folder: Path, model: Path, precision: str) -> dict:
             "model_load_s": float(loaded[1]) if loaded else None}
 
 
-def embedded_store(sizes: list[int], queries: int = 50) -> dict:
-    rng = np.random.default_rng(0)
-    results = {}
-    for size in sizes:
-        with tempfile.TemporaryDirectory() as path:
-            client = QdrantClient(path=path)
-            client.create_collection("bench", vectors_config=models.VectorParams(size=DIMENSION,
-                                                                                  distance=models.Distance.COSINE))
-            began = time.monotonic()
-            for start in range(0, size, 256):
-                vectors = rng.normal(size=(min(256, size - start), DIMENSION)).astype(np.float32)
-                client.upsert("bench", points=models.Batch(ids=list(range(start, start + len(vectors))),
-                                                           vectors=vectors.tolist()), wait=True)
-            upsert_s = time.monotonic() - began
-            timings = []
-            for _ in range(queries):
-                query = rng.normal(size=DIMENSION).astype(np.float32).tolist()
-                began = time.monotonic()
-                client.query_points("bench", query=query, limit=20)
-                timings.append(time.monotonic() - began)
-            client.close()
-            reopen_began = time.monotonic()
-            QdrantClient(path=path).close()  # local mode loads every point into memory when it opens
-            results[size] = {"upsert_s": round(upsert_s, 2), "open_s": round(time.monotonic() - reopen_began, 2),
-                             "query_p50_ms": round(statistics.median(timings) * 1000, 1)}
-    return results
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=200)
     parser.add_argument("--precisions", default="fp32,int8")
-    parser.add_argument("--sizes", default="1000,10000,50000")
     args = parser.parse_args()
     folder, model = photo_folder(args.photos), model_dir()
     result = {"photos": args.photos, "photo": "2 MP JPEG q90",
-              "indexer": {p: index_throughput(folder, model, p) for p in args.precisions.split(",")},
-              "embedded_store": embedded_store([int(size) for size in args.sizes.split(",")])}
+              "indexer": {p: index_throughput(folder, model, p) for p in args.precisions.split(",")}}
     for precision, figures in result["indexer"].items():
         print(f"indexer {precision}: {figures}")
-    for size, figures in result["embedded_store"].items():
-        print(f"embedded store, {size} points: {figures}")
     print(json.dumps(result))
 
 
