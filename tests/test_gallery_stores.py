@@ -122,7 +122,7 @@ def test_copy_to_server_refuses_an_unreachable_server_in_one_line(tmp_path):
     done = subprocess.run([sys.executable, "-m", "clip_vectorize.gallery", "copy-to-server", "http://127.0.0.1:9"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120,
                           env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT), "HOME": str(tmp_path)})
-    assert done.returncode == 1 and "cannot reach Qdrant at http://127.0.0.1:9" in done.stderr
+    assert done.returncode == 1 and "cannot copy: cannot reach Qdrant at http://127.0.0.1:9" in done.stderr
     assert "Traceback" not in done.stderr
 
 

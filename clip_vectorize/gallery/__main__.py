@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             return copy_to_server(args, settings)
         summary = run_index(args, settings)
     except (GalleryError, ModelLoadError, ValueError) as exc:
-        logger.error("cannot index: %s", exc)  # the points written so far are kept: the same command continues
+        # The points written so far are kept: the same command continues.
+        logger.error("cannot %s: %s", "copy" if args.command == "copy-to-server" else "index", exc)
         return CANNOT_RUN
     except KeyboardInterrupt:
         logger.warning("interrupted: the points written so far are kept; run the same command to continue")
