@@ -246,6 +246,14 @@ def test_bad_images_are_skipped_with_their_reasons_and_the_rest_indexed(tmp_path
     assert summary.indexed == 2 and len(points(store)) == 2
 
 
+def test_a_run_where_every_image_is_bad_writes_nothing_and_ends_normally(tmp_path, store, loader):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "broken.jpg").write_bytes(b"not an image")
+    summary = run_index(tmp_path / "photos", store, loader)
+    assert (summary.indexed, [skip.reason for skip in summary.skipped]) == (0, ["not a readable image"])
+    assert store.count() == 0
+
+
 def test_a_collection_of_another_model_is_refused_with_what_to_do(tmp_path, store, loader):
     write_photos(tmp_path / "photos", 1)
     run_index(tmp_path / "photos", store, loader)

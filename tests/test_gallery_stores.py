@@ -162,3 +162,45 @@ def test_the_search_index_is_built_in_a_child_and_swapped_in_finding_what_exact_
         assert store.count() == 3000  # the new ones overwrite ids 0..4: the swapped-in shard takes writes
     finally:
         store.close()
+
+
+def test_an_empty_store_builds_no_index_and_says_so(tmp_path):
+    store = open_store(StoreConfig("car_images", path=str(tmp_path / "qdrant_data")))
+    try:
+        assert store.build_search_index() is False
+    finally:
+        store.close()
+
+
+def test_a_shard_left_under_its_retired_name_by_a_killed_swap_is_restored_at_open(tmp_path):
+    config = StoreConfig("car_images", path=str(tmp_path / "qdrant_data"))
+    store = open_store(config)
+    store.ensure_collection(DIMENSION)
+    store.upsert(random_points(5))
+    store.close()
+    shard = tmp_path / "qdrant_data" / "edge" / "car_images"
+    shard.rename(shard.with_name("car_images.old"))  # killed between the swap's two renames
+
+    again = open_store(config)
+    try:
+        assert again.count() == 5
+    finally:
+        again.close()
+
+
+def test_a_failed_index_build_leaves_exact_search_and_the_run_succeeds(tmp_path, monkeypatch):
+    monkeypatch.setattr(edge, "EXACT_UP_TO", 10)
+    monkeypatch.setattr(edge, "UNINDEXED_UP_TO", 5)
+
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(edge, "build_copy", disk_full)
+    store = open_store(StoreConfig("car_images", path=str(tmp_path / "qdrant_data")))
+    try:
+        store.ensure_collection(DIMENSION)
+        store.upsert(random_points(50))
+        assert store.build_search_index() is False
+        assert len(store.nearest(random_points(1)[0].vector, SearchQuery(limit=5))) == 5
+    finally:
+        store.close()

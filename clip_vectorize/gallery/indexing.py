@@ -43,6 +43,10 @@ class Engine(Protocol):
     @property
     def model_load_s(self) -> float: ...
 
+    @property
+    def stopped(self) -> bool:
+        """Told to stop before it had read every item."""
+
 
 def index(listing: Listing, store: GalleryStore, options: IndexOptions, engine: Engine,
           progress: Progress) -> Summary:
@@ -61,7 +65,8 @@ def index(listing: Listing, store: GalleryStore, options: IndexOptions, engine: 
         _write_outcomes(work, engine, TwinClaims.of_points(existing, options.model), writer, progress)
         summary.encode_s, summary.model_load_s = time.monotonic() - encode_began, engine.model_load_s
     _settle(store, work, writer)
-    store.build_search_index()
+    if not engine.stopped:  # a service stopping does not start a long build
+        store.build_search_index()
     summary.deleted = len(work.gone)
     summary.elapsed_s = time.monotonic() - began
     return summary

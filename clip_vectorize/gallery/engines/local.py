@@ -41,6 +41,10 @@ class LocalEngine:
     def model_load_s(self) -> float:
         return self.encoder.load_s
 
+    @property
+    def stopped(self) -> bool:
+        return self.stop.is_set()
+
     def __call__(self, items: list[Item], claims: TwinClaims) -> Iterator[ImageOutcome]:
         wanted = (item for item in items if not self.stop.is_set())
         with ThreadPoolExecutor(self.threads, thread_name_prefix="index") as pool:

@@ -61,6 +61,7 @@ class RayEngine:
     """Reading actors (bytes, hash, twin rule, pixels), then encoder actors; outcomes come back to the driver."""
 
     model_load_s = 0.0  # the model loads in the actors, overlapped with reading
+    stopped = False  # Ctrl-C ends the command instead
 
     def __init__(self, load_encoder: Callable[[], PixelEncoder], load_preparer: Callable[[], Callable[[bytes], Any]],
                  url_policy: UrlPolicy, *, actors: int = 1, gpus: float = 0) -> None:

@@ -68,6 +68,7 @@ class EdgeStore:
         self._last_flush = 0.0
         self._search_params = self.search_plan.params(0)
         try:
+            self._recover_interrupted_swap()
             self.shard = self._load() if self.exists_on_disk else None
         except BaseException:
             self._holding.close()
@@ -78,12 +79,17 @@ class EdgeStore:
         return (self.shard_dir / "edge_config.json").is_file()
 
     def close(self) -> None:
+        """Flush, close, and release the store to another process, whatever fails on the way."""
         with self._lock:
-            if self.shard is not None:
-                self.shard.flush()
-                self.shard.close()
-                self.shard = None
-            self._holding.close()
+            shard, self.shard = self.shard, None
+            try:
+                if shard is not None:
+                    try:
+                        shard.flush()
+                    finally:
+                        shard.close()
+            finally:
+                self._holding.close()
 
     def exists(self) -> bool:
         return self.shard is not None
@@ -232,26 +238,52 @@ class EdgeStore:
         """Past EXACT_UP_TO points, with more than UNINDEXED_UP_TO of them outside the index: build it in a child
         process on a copy of the shard, then swap the copy in. Call it only when no write is under way (an index
         run calls it at its end); searches go on meanwhile. True when an index was built."""
+        if self.shard is None:
+            return False
         info = self._call(lambda shard: shard.info())
         if info.points_count <= EXACT_UP_TO or info.points_count - info.indexed_vectors_count <= UNINDEXED_UP_TO:
             return False
         self.flush()
         logger.info("building the search index of %d points in a child process", info.points_count)
-        self._swap_in(build_copy(self.shard_dir, self.dimension() or 0, INDEXING_THRESHOLD_KB))
+        try:
+            built = build_copy(self.shard_dir, self.dimension() or 0, INDEXING_THRESHOLD_KB)
+        except (RuntimeError, OSError) as exc:  # a full disk, say: searches stay exact, the next run tries again
+            logger.error("the search index was not built (searches stay exact): %s", exc)
+            return False
+        self._swap_in(built)
         return True
 
     def _swap_in(self, built: Path) -> None:
         """The shard replaced by `built`; searches wait only for this."""
-        retired = self.shard_dir.with_name(self.shard_dir.name + ".old")
+        retired = self._retired
+        shutil.rmtree(retired, ignore_errors=True)
         with self._lock:
             if self.shard is None:  # closed meanwhile (the service stopping): the next run builds again
                 shutil.rmtree(built, ignore_errors=True)
                 return
             self.shard.close()
+            self.shard = None
             self.shard_dir.rename(retired)
-            built.rename(self.shard_dir)
-            self.shard = self._load()
+            try:
+                built.rename(self.shard_dir)
+                self.shard = self._load()
+            except (OSError, StoreError) as exc:
+                logger.error("swapping the new search index in failed, keeping the shard as it was: %s", exc)
+                shutil.rmtree(self.shard_dir if self.shard_dir.exists() else built, ignore_errors=True)
+                retired.rename(self.shard_dir)
+                self.shard = self._load()
+                return
         shutil.rmtree(retired, ignore_errors=True)
+
+    @property
+    def _retired(self) -> Path:
+        return self.shard_dir.with_name(self.shard_dir.name + ".old")
+
+    def _recover_interrupted_swap(self) -> None:
+        """A process killed between the two renames of a swap left the shard only under its retired name."""
+        if not self.exists_on_disk and (self._retired / "edge_config.json").is_file():
+            logger.warning("restoring %s after an interrupted index swap", self.shard_dir)
+            self._retired.rename(self.shard_dir)
 
     def _load(self) -> qe.EdgeShard:
         try:
@@ -263,11 +295,18 @@ class EdgeStore:
 
     def _create(self, dimension: int) -> qe.EdgeShard:
         config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine),
-                               optimizers=qe.EdgeOptimizersConfig(indexing_threshold=0))  # built apart: see indexing
-        shard = qe.EdgeShard.create(str(self.shard_dir), config)
-        for field, kind in [(name, "keyword") for name in KEYWORD_FIELDS] + list(self.config.payload_indexes):
-            shard.update(qe.UpdateOperation.create_field_index(field, EDGE_SCHEMA[kind]))
-        shard.flush()
+                               optimizers=qe.EdgeOptimizersConfig(indexing_threshold=0))  # built apart: edge_index
+        try:
+            shard = qe.EdgeShard.create(str(self.shard_dir), config)
+        except Exception as exc:  # the binding raises bare Exceptions
+            raise StoreError(f"cannot create the collection in {self.config.where}: {exc}") from None
+        try:
+            for field, kind in [(name, "keyword") for name in KEYWORD_FIELDS] + list(self.config.payload_indexes):
+                shard.update(qe.UpdateOperation.create_field_index(field, EDGE_SCHEMA[kind]))
+            shard.flush()
+        except Exception as exc:
+            shard.close()
+            raise StoreError(f"cannot index the payload fields in {self.config.where}: {exc}") from None
         return shard
 
 

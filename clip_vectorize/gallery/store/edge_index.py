@@ -5,13 +5,14 @@ Why a child: the Edge binding holds the GIL for the whole of `optimize()` (minut
 every thread of the service. The child builds the index on a copy of the shard; the store then swaps the copy in,
 holding its lock only for the swap. Searches meanwhile are exact on the old shard.
 
-`python -m clip_vectorize.gallery.store.edge_index SHARD_DIR DIMENSION THRESHOLD_KB` is the child.
+`python -m clip_vectorize.gallery.store.edge_index SHARD_DIR DIMENSION THRESHOLD_KB PARENT_PID` is the child.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import shutil
 import signal
 import subprocess
@@ -67,8 +68,8 @@ def build_copy(shard_dir: Path, dimension: int, threshold_kb: int) -> Path:
     shutil.rmtree(building, ignore_errors=True)
     shutil.copytree(shard_dir, building)
     began = time.monotonic()
-    child = [sys.executable, "-m", __name__, str(building), str(dimension), str(threshold_kb)]
-    done = subprocess.run(child, capture_output=True, text=True, preexec_fn=_die_with_parent)
+    child = [sys.executable, "-m", __name__, str(building), str(dimension), str(threshold_kb), str(os.getpid())]
+    done = subprocess.run(child, capture_output=True, text=True)
     if done.returncode != 0:
         shutil.rmtree(building, ignore_errors=True)
         raise RuntimeError(f"building the search index failed: {done.stderr.strip()[-500:]}")
@@ -76,13 +77,17 @@ def build_copy(shard_dir: Path, dimension: int, threshold_kb: int) -> Path:
     return building
 
 
-def _die_with_parent() -> None:
-    """In the child, before it runs: killed when the process that started it ends (a service stopping mid-build
-    leaves no orphan writing into a folder the next build reuses)."""
+def _die_with(parent: int) -> None:
+    """The child is killed when the process that started it ends (a service stopping mid-build leaves no orphan
+    writing into a folder the next build reuses); set here, in the child, as preexec_fn is unsafe in a threaded
+    parent."""
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it ended before the line above
+        sys.exit(1)
 
 
-def main(shard_dir: str, dimension: str, threshold_kb: str) -> None:
+def main(shard_dir: str, dimension: str, threshold_kb: str, parent: str) -> None:
+    _die_with(int(parent))
     shard = qe.EdgeShard.load(shard_dir, indexed_config(int(dimension), int(threshold_kb)))
     shard.optimize()
     shard.flush()
@@ -90,4 +95,4 @@ def main(shard_dir: str, dimension: str, threshold_kb: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])
