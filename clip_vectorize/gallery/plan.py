@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass
 
 from clip_vectorize.gallery.errors import SourceError
-from clip_vectorize.gallery.payload import FileStat, PointPayload
+from clip_vectorize.gallery.payload import CONTENT_HASH, MODEL, SOURCE, FileStat, PointPayload
 from clip_vectorize.gallery.sources import Item, Listing, Skipped
 from clip_vectorize.gallery.store.base import IndexedPoint, PointId, SkipRecord
 
@@ -29,23 +29,23 @@ def plan(listing: Listing, existing: dict[PointId, IndexedPoint], skips: dict[Po
     """Items whose point exists with the same model, location, manifest columns and file size and mtime are
     unchanged, and so are bad files with the size and mtime they had when skipped; everything else is read (URLs
     always: only their content says whether they changed)."""
-    to_read, unchanged, still_bad = [], 0, []
+    to_read, unchanged, still_bad, still_bad_ids = [], 0, [], set()
     for item in listing.items:
         point, skip = existing.get(item.point_id), skips.get(item.point_id)
         if point is not None and _unchanged_without_reading(item, point, model):
             unchanged += 1
         elif skip is not None and _still_bad(item, skip):
             still_bad.append(Skipped(item.location, skip.reason, skip.detail))
+            still_bad_ids.add(item.point_id)
         else:
             to_read.append(item)
     current = {item.point_id for item in listing.items}
     gone = [point_id for point_id, point in existing.items()
-            if prune and point.payload.get("source") == listing.source and point_id not in current]
+            if prune and point.payload.get(SOURCE) == listing.source and point_id not in current]
     if gone and not listing.items:
         raise SourceError(f"{listing.source} lists no images, so --prune would delete all {len(gone)} of its points: "
                           "check it (an unmounted share?), or run without --prune")
-    kept = {item.point_id for item in listing.items if item.point_id in skips} - {item.point_id for item in to_read}
-    stale = [skip.id for skip in skips.values() if skip.source == listing.source and skip.id not in kept]
+    stale = [skip.id for skip in skips.values() if skip.source == listing.source and skip.id not in still_bad_ids]
     return Plan(to_read, unchanged, still_bad, gone, stale)
 
 
@@ -82,8 +82,8 @@ class TwinClaims:
     @classmethod
     def of_points(cls, existing: dict[PointId, IndexedPoint], model: str) -> TwinClaims:
         """The contents the store's points of `model` hold."""
-        return cls({point.payload["content_hash"]: point_id for point_id, point in existing.items()
-                    if point.payload.get("content_hash") and point.payload.get("model") == model})
+        return cls({point.payload[CONTENT_HASH]: point_id for point_id, point in existing.items()
+                    if point.payload.get(CONTENT_HASH) and point.payload.get(MODEL) == model})
 
     def claim(self, content: str, point_id: PointId) -> PointId | None:
         """The point already holding `content` (possibly `point_id` itself), or None: then `point_id` holds it now

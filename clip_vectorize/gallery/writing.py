@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 from clip_vectorize.gallery.outcome import ImageOutcome
-from clip_vectorize.gallery.payload import PointPayload
+from clip_vectorize.gallery.payload import CONTENT_HASH, PointPayload
 from clip_vectorize.gallery.sources import Skipped
 from clip_vectorize.gallery.store.base import GalleryStore, IndexedPoint, NewPoint, PointId, SkipRecord
 from clip_vectorize.gallery.summary import Summary
@@ -74,7 +74,7 @@ class PointWriter:
 
     def _stored_hash(self, point_id: PointId) -> str | None:
         point = self.existing.get(point_id)
-        return point.payload.get("content_hash") if point is not None else None
+        return point.payload.get(CONTENT_HASH) if point is not None else None
 
     def _queue(self, outcome: ImageOutcome, vector: list[float], kind: str) -> None:
         point_id = outcome.item.point_id

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from clip_vectorize.gallery.errors import CollectionMissingError, StoreError
-from clip_vectorize.gallery.payload import PATH, URL, FileStat
+from clip_vectorize.gallery.payload import FILE_MTIME, FILE_SIZE, PATH, SOURCE, URL, FileStat
 from config import Settings
 
 PointId = int | str
@@ -76,6 +76,16 @@ class SkipRecord:
     reason: str
     detail: str
     file_stat: FileStat
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored form, for both stores (the server's payload, the embedded store's file)."""
+        return {"id": self.id, SOURCE: self.source, "location": self.location, "reason": self.reason,
+                "detail": self.detail, FILE_SIZE: self.file_stat.size, FILE_MTIME: self.file_stat.mtime_ns}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> SkipRecord:
+        return cls(raw["id"], str(raw[SOURCE]), str(raw["location"]), str(raw["reason"]), str(raw.get("detail", "")),
+                   FileStat(raw.get(FILE_SIZE), raw.get(FILE_MTIME)))
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
@@ -27,7 +26,7 @@ import numpy as np
 import qdrant_edge as qe
 
 from clip_vectorize.gallery.errors import StoreError
-from clip_vectorize.gallery.payload import MODEL, SOURCE, FileStat
+from clip_vectorize.gallery.payload import MODEL, SOURCE
 from clip_vectorize.gallery.store.base import (
     Hit,
     IndexedPoint,
@@ -189,7 +188,7 @@ class EdgeStore:
             rows = json.loads(self._skip_file.read_text())
         except FileNotFoundError:
             return {}
-        records = [SkipRecord(**{**row, "file_stat": FileStat(**row["file_stat"])}) for row in rows]
+        records = [SkipRecord.from_json(row) for row in rows]
         return {record.id: record for record in records}
 
     def remember_skipped(self, records: Sequence[SkipRecord]) -> None:
@@ -202,7 +201,7 @@ class EdgeStore:
             self._write_skips({key: record for key, record in known.items() if key not in set(ids)})
 
     def _write_skips(self, records: dict[PointId, SkipRecord]) -> None:
-        _write_atomically(self._skip_file, json.dumps([asdict(record) for record in records.values()]))
+        _write_atomically(self._skip_file, json.dumps([record.to_json() for record in records.values()]))
 
     # ------------------------------------------------------------ the shard
 

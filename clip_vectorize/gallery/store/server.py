@@ -10,14 +10,13 @@ import contextlib
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from clip_vectorize.gallery.errors import InvalidFilterError, StoreError
-from clip_vectorize.gallery.payload import FILE_MTIME, FILE_SIZE, MODEL, SOURCE, FileStat
+from clip_vectorize.gallery.payload import MODEL, SOURCE
 from clip_vectorize.gallery.store.base import (
     Hit,
     IndexedPoint,
@@ -172,7 +171,8 @@ class ServerStore:
         with self._one_at_a_time():
             if not self.client.collection_exists(self._skipped):
                 return {}
-        return {point.id: _skip_record(point) for point in self._scroll(None, True, collection=self._skipped)}
+        return {point.id: SkipRecord.from_json({**point.payload, "id": point.id})
+                for point in self._scroll(None, True, collection=self._skipped)}
 
     def remember_skipped(self, records: Sequence[SkipRecord]) -> None:
         if not records:
@@ -182,7 +182,7 @@ class ServerStore:
                 self.client.create_collection(self._skipped, vectors_config=models.VectorParams(
                     size=1, distance=models.Distance.DOT))
             self.client.upsert(self._skipped, wait=True, points=[
-                models.PointStruct(id=record.id, vector=[1.0], payload=_skip_payload(record)) for record in records])
+                models.PointStruct(id=record.id, vector=[1.0], payload=record.to_json()) for record in records])
 
     def forget_skipped(self, ids: Sequence[PointId]) -> None:
         if ids:
@@ -227,17 +227,6 @@ class ServerStore:
                     return
             if offset is None:
                 return
-
-
-def _skip_payload(record: SkipRecord) -> dict[str, Any]:
-    return {SOURCE: record.source, "location": record.location, "reason": record.reason, "detail": record.detail,
-            FILE_SIZE: record.file_stat.size, FILE_MTIME: record.file_stat.mtime_ns}
-
-
-def _skip_record(point: IndexedPoint) -> SkipRecord:
-    raw = point.payload
-    return SkipRecord(point.id, str(raw.get(SOURCE)), str(raw.get("location")), str(raw.get("reason")),
-                      str(raw.get("detail", "")), FileStat(raw.get(FILE_SIZE), raw.get(FILE_MTIME)))
 
 
 def _connect(config: StoreConfig) -> QdrantClient:
